@@ -1,0 +1,7 @@
+"""Engine API: build endpoints."""
+
+from __future__ import annotations
+
+from engine.http.server import RouteTable
+
+routes = RouteTable()

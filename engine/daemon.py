@@ -1,0 +1,62 @@
+"""The daemon: one object that owns every component of the engine.
+
+API handlers reach the components through ``req.app``::
+
+    container = req.app.containers.get(req.params["name"])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from engine.build.builder import Builder
+from engine.component import Component
+from engine.config import Config
+from engine.containers.manager import ContainerManager
+from engine.events import EventBus
+from engine.images.store import ImageStore
+from engine.network.manager import NetworkManager
+from engine.registry.service import RegistryService
+from engine.storage.volumes import VolumeStore
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.events = EventBus()
+        self.started_at = time.time()
+        for path in (config.data_root, config.exec_root):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(config.data_root, 0o711)
+
+        # Order matters: each may use those built before it.
+        self.images = ImageStore(self)
+        self.volumes = VolumeStore(self)
+        self.networks = NetworkManager(self)
+        self.containers = ContainerManager(self)
+        self.registry = RegistryService(self)
+        self.builder = Builder(self)
+        self.components: list[Component] = [
+            self.images,
+            self.volumes,
+            self.networks,
+            self.containers,
+            self.registry,
+            self.builder,
+        ]
+
+    async def start(self) -> None:
+        for component in self.components:
+            await component.start()
+        log.info("engine ready, data in %s", self.config.data_root)
+
+    async def stop(self) -> None:
+        for component in reversed(self.components):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(component).__name__)

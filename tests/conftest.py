@@ -1,0 +1,92 @@
+"""Shared fixtures: one real engine per session, a busybox image built offline."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.engine import EngineProcess
+from tests.support.images import BUSYBOX_REF, busybox_archive
+
+_bridge_numbers = itertools.count(10)
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the engine creates namespaces, mounts and bridges")
+
+
+def _unmount_under(root: Path) -> None:
+    mounts = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            target = line.split()[1].replace("\\040", " ")
+            if target.startswith(str(root) + "/"):
+                mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
+def make_engine(root: Path, *extra: str) -> EngineProcess:
+    number = next(_bridge_numbers)
+    args = ["--bridge-name", f"dyt{number}", "--bip", f"172.29.{number}.1/24", *extra]
+    return EngineProcess(root=root, extra_args=args)
+
+
+def cleanup_engine(engine: EngineProcess) -> None:
+    if engine.proc is not None and engine.ping():
+        ids = engine.docker("ps", "-aq").stdout.split()
+        if ids:
+            engine.docker("rm", "-f", "-v", *ids)
+    engine.stop()
+    # Whatever conmon still watches (tests that killed the engine) ends here.
+    subprocess.run(["pkill", "-f", f"conmon.*{engine.root}"], check=False)
+    _unmount_under(engine.root)
+    shutil.rmtree(engine.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path("/bin/busybox").exists():
+        pytest.skip("needs Debian's busybox-static (/bin/busybox)")
+    return busybox_archive(tmp_path_factory.mktemp("images") / "busybox.tar")
+
+
+@pytest.fixture(scope="session")
+def engine(busybox_tar: Path) -> Iterator[EngineProcess]:
+    """One engine for the session, with the busybox image loaded."""
+    need_root()
+    root = Path(tempfile.mkdtemp(prefix="dyeng-", dir="/var/tmp"))
+    eng = make_engine(root)
+    eng.start()
+    try:
+        eng.docker("load", "-i", str(busybox_tar), check=True)
+        yield eng
+    finally:
+        cleanup_engine(eng)
+
+
+@pytest.fixture
+def fresh_engine(busybox_tar: Path) -> Iterator[EngineProcess]:
+    """An engine of its own, for tests that stop, kill or restart it."""
+    need_root()
+    root = Path(tempfile.mkdtemp(prefix="dyeng-", dir="/var/tmp"))
+    eng = make_engine(root)
+    eng.start()
+    try:
+        eng.docker("load", "-i", str(busybox_tar), check=True)
+        yield eng
+    finally:
+        cleanup_engine(eng)
+
+
+@pytest.fixture(scope="session")
+def busybox() -> str:
+    return BUSYBOX_REF
