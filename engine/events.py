@@ -58,7 +58,11 @@ class Event:
             if key in ("container", "image", "volume", "network", "daemon"):
                 if self.type != key:
                     return False
-                names = {self.actor_id, self.actor_id[:12], self.attributes.get("name", "")}
+                names = {
+                    self.actor_id,
+                    self.actor_id[:12],
+                    self.attributes.get("name", ""),
+                }
                 if self.type == "image":
                     names.add(self.attributes.get("name", ""))
                 if not names & set(wanted) and not any(
@@ -94,7 +98,9 @@ class EventBus:
         return event
 
     def history(self, since_nano: int | None = None) -> list[Event]:
-        return [e for e in self._history if since_nano is None or e.time_nano >= since_nano]
+        return [
+            e for e in self._history if since_nano is None or e.time_nano >= since_nano
+        ]
 
     async def subscribe(
         self,

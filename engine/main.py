@@ -1,6 +1,6 @@
 """``dockyard-engine``: run the engine in the foreground until SIGTERM.
 
-    dockyard-engine --host unix:///var/run/docker.sock --data-root /var/lib/dockyard
+dockyard-engine --host unix:///var/run/docker.sock --data-root /var/lib/dockyard
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
         prog="dockyard-engine", description="Dockyard's Docker-API container engine"
     )
     parser.add_argument(
-        "-H", "--host", action="append", dest="hosts", metavar="URL",
+        "-H",
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="URL",
         help="socket to listen on: unix:///path or tcp://host:port (repeatable)",
     )
     parser.add_argument("--data-root", type=Path, default=Path("/var/lib/dockyard"))
     parser.add_argument("--exec-root", type=Path, default=Path("/run/dockyard"))
     parser.add_argument("--runtime", choices=["crun", "runc"], default=None)
     parser.add_argument(
-        "--log-level", default="info",
+        "--log-level",
+        default="info",
         choices=["debug", "info", "warning", "error"],
     )
     parser.add_argument("--tlsverify", action="store_true")
@@ -55,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--registry-mirror", action="append", default=[])
     parser.add_argument("--certs-dir", type=Path, default=Path("/etc/docker/certs.d"))
     parser.add_argument("--environment", choices=["host", "vm"], default="host")
-    parser.add_argument("--version", action="version", version=f"dockyard-engine {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"dockyard-engine {__version__}"
+    )
     args = parser.parse_args(argv)
     return Config(
         hosts=args.hosts or ["unix:///var/run/docker.sock"],
@@ -81,7 +88,9 @@ def _tls_context(config: Config) -> ssl.SSLContext:
         raise StartupError(
             "a tcp:// listener off loopback needs --tlsverify with --tlscacert, --tlscert and --tlskey"
         )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(config.tls_ca))
+    context = ssl.create_default_context(
+        ssl.Purpose.CLIENT_AUTH, cafile=str(config.tls_ca)
+    )
     context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
     context.verify_mode = ssl.CERT_REQUIRED
     return context
@@ -114,7 +123,9 @@ async def _listen(server: HttpServer, config: Config) -> None:
             if config.tls_verify or not _is_loopback(host):
                 context = _tls_context(config)
             await server.listen_tcp(host, port, ssl=context)
-            log.info("API listening on %s:%d%s", host, port, " (TLS)" if context else "")
+            log.info(
+                "API listening on %s:%d%s", host, port, " (TLS)" if context else ""
+            )
         else:
             raise StartupError(f"unsupported host {url!r}: use unix:// or tcp://")
 
@@ -152,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if os.geteuid() != 0:
-        print("dockyard-engine: must run as root (namespaces, mounts, cgroups)", file=sys.stderr)
+        print(
+            "dockyard-engine: must run as root (namespaces, mounts, cgroups)",
+            file=sys.stderr,
+        )
         return 1
     try:
         asyncio.run(run(config))

@@ -63,7 +63,11 @@ async def version(req: Request) -> Response:
         {
             "Platform": {"Name": f"Dockyard Engine {__version__}"},
             "Components": [
-                {"Name": "Engine", "Version": DOCKER_COMPAT_VERSION, "Details": details},
+                {
+                    "Name": "Engine",
+                    "Version": DOCKER_COMPAT_VERSION,
+                    "Details": details,
+                },
                 {"Name": runtime, "Version": "", "Details": {}},
                 {"Name": "conmon", "Version": "", "Details": {}},
             ],
@@ -115,7 +119,10 @@ async def info(req: Request) -> Response:
             "ContainersStopped": counts["stopped"],
             "Images": len(daemon.images.list_images()),
             "Driver": "overlay2",
-            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+            "DriverStatus": [
+                ["Backing Filesystem", "extfs"],
+                ["Supports d_type", "true"],
+            ],
             "DockerRootDir": str(config.data_root),
             "Plugins": {
                 "Volume": ["local"],

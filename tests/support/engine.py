@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import http.client
-import socket
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -56,23 +55,35 @@ class EngineProcess:
     def start(self, timeout: float = 30) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "engine.main",
-            "--host", self.host,
-            "--data-root", str(self.root / "data"),
-            "--exec-root", str(self.root / "run"),
-            "--log-level", "debug",
+            sys.executable,
+            "-m",
+            "engine.main",
+            "--host",
+            self.host,
+            "--data-root",
+            str(self.root / "data"),
+            "--exec-root",
+            str(self.root / "run"),
+            "--log-level",
+            "debug",
             *self.extra_args,
         ]
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"engine exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             if self.ping():
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"engine did not answer within {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"engine did not answer within {timeout}s:\n{self.log_tail()}"
+        )
 
     def ping(self) -> bool:
         try:
@@ -82,8 +93,13 @@ class EngineProcess:
         except OSError:
             return False
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         conn = UnixHTTPConnection(str(self.socket))
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -105,16 +121,32 @@ class EngineProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return "(no log)"
 
-    def docker(self, *args: str, input: bytes | None = None, timeout: float = 120,
-               check: bool = False) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        timeout: float = 120,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real docker CLI against this engine."""
-        result = subprocess.run(
-            ["docker", *args], env=self.env(), input=input.decode() if input else None,
-            capture_output=True, text=True, timeout=timeout,
+        raw = subprocess.run(
+            ["docker", *args],
+            env=self.env(),
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+        )
+        result = subprocess.CompletedProcess(
+            raw.args,
+            raw.returncode,
+            raw.stdout.decode(errors="replace"),
+            raw.stderr.decode(errors="replace"),
         )
         if check and result.returncode != 0:
             raise AssertionError(

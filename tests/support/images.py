@@ -21,7 +21,9 @@ BUSYBOX_REF = "dockyard-test/busybox:latest"
 EPOCH = 1700000000
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **kw: object) -> None:
+def _add(
+    tar: tarfile.TarFile, name: str, data: bytes | None = None, **kw: object
+) -> None:
     info = tarfile.TarInfo(name)
     info.mtime = EPOCH
     for key, value in kw.items():
@@ -40,13 +42,29 @@ def busybox_rootfs_tar() -> bytes:
     ).stdout.split()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("bin", "etc", "tmp", "root", "proc", "sys", "dev", "var", "usr", "usr/bin"):
+        for d in (
+            "bin",
+            "etc",
+            "tmp",
+            "root",
+            "proc",
+            "sys",
+            "dev",
+            "var",
+            "usr",
+            "usr/bin",
+        ):
             _add(tar, d, type=tarfile.DIRTYPE, mode=0o1777 if d == "tmp" else 0o755)
         _add(tar, "bin/busybox", BUSYBOX.read_bytes(), mode=0o755)
         for applet in applets:
             if applet != "busybox":
                 _add(tar, f"bin/{applet}", type=tarfile.LNKTYPE, linkname="bin/busybox")
-        _add(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n", mode=0o644)
+        _add(
+            tar,
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+            mode=0o644,
+        )
         _add(tar, "etc/group", b"root:x:0:\nnogroup:x:65534:\n", mode=0o644)
     return buf.getvalue()
 
@@ -59,14 +77,26 @@ def busybox_archive(path: Path, ref: str = BUSYBOX_REF) -> Path:
         "architecture": "amd64" if os.uname().machine == "x86_64" else "arm64",
         "os": "linux",
         "created": "2023-11-14T22:13:20Z",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "config": {
+            "Env": [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ],
+            "Cmd": ["sh"],
+        },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "busybox-static from Debian"}],
+        "history": [
+            {
+                "created": "2023-11-14T22:13:20Z",
+                "created_by": "busybox-static from Debian",
+            }
+        ],
     }
     config_bytes = json.dumps(config, separators=(",", ":")).encode()
     config_hex = hashlib.sha256(config_bytes).hexdigest()
     layer_name = f"{diff_id[7:]}/layer.tar"
-    manifest = [{"Config": f"{config_hex}.json", "RepoTags": [ref], "Layers": [layer_name]}]
+    manifest = [
+        {"Config": f"{config_hex}.json", "RepoTags": [ref], "Layers": [layer_name]}
+    ]
     with tarfile.open(path, "w") as tar:
         _add(tar, f"{config_hex}.json", config_bytes, mode=0o644)
         _add(tar, f"{diff_id[7:]}", type=tarfile.DIRTYPE, mode=0o755)
