@@ -61,7 +61,7 @@ class BlobWriter:
         self._file = os.fdopen(fd, "wb")
         self.digest: str | None = None
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         self._hash.update(data)
         self.size += len(data)
         return self._file.write(data)

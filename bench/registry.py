@@ -1,0 +1,190 @@
+"""Push and pull throughput against a local registry: Dockyard vs dockerd.
+
+    sudo .venv/bin/python -m bench.registry [--layers 5] [--layer-mb 40]
+
+One run starts Debian's docker-registry on loopback, a Dockyard engine and
+Debian's dockerd (as ``/work/shared/tools/dockerd-anchor.sh`` does, but with
+``--bridge=none``: pushes and pulls need no container network, and the
+anchor's fixed bridge may be in use by another benchmark), loads the same
+multi-layer image of random data (about 200 MB) into both, and times with
+the real docker CLI, for each engine:
+
+- push: ``docker push`` of the loaded image (every layer compressed and
+  uploaded, as neither engine has pushed it before);
+- pull: ``docker rmi`` then ``docker pull`` of what that engine pushed.
+
+MB/s counts the image's uncompressed layer bytes (random data does not
+compress, so the wire carries about as much). Everything it started is
+stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.engine import EngineProcess
+from tests.support.images import busybox_rootfs_tar
+from tests.support.registry import RegistryProcess, layered_archive
+
+
+class Dockerd:
+    """Debian's dockerd on its own socket, data root and exec root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen(
+            [
+                "dockerd",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "-H",
+                self.host,
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "run"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        env = {**os.environ, "DOCKER_HOST": self.host}
+        for _ in range(150):
+            probe = subprocess.run(["docker", "version"], env=env, capture_output=True)
+            if probe.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"dockerd did not come up; see {self.root / 'dockerd.log'}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
+
+
+def docker(host: str, config: Path, *args: str, timeout: float = 600) -> float:
+    """Run the docker CLI against ``host``; returns the seconds it took."""
+    env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(config)}
+    env.pop("DOCKER_CONTEXT", None)
+    started = time.monotonic()
+    result = subprocess.run(
+        ["docker", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    took = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {result.stdout}\n{result.stderr}")
+    return took
+
+
+def measure(
+    name: str, host: str, work: Path, archive: Path, ref: str, repo: str
+) -> dict[str, float]:
+    config = work / f"{name}-cli"
+    config.mkdir(exist_ok=True)
+    docker(host, config, "load", "-i", str(archive))
+    target = f"{repo}:1"
+    docker(host, config, "tag", ref, target)
+    push = docker(host, config, "push", target)
+    docker(host, config, "rmi", target, ref)
+    pull = docker(host, config, "pull", target)
+    docker(host, config, "rmi", target)
+    return {"push": push, "pull": pull}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--layer-mb", type=int, default=40)
+    parser.add_argument("--skip-dockerd", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench.registry: needs root (both engines)", file=sys.stderr)
+        return 1
+
+    work = Path(tempfile.mkdtemp(prefix="dybench-reg-", dir="/var/tmp"))
+    ref = "bench/registry:1"
+    archive = work / "image.tar"
+    size = layered_archive(
+        archive,
+        ref,
+        [args.layer_mb * 1_000_000] * args.layers,
+        base=busybox_rootfs_tar(),
+    )
+    mb = size / 1e6
+    print(f"image: {args.layers + 1} layers, {mb:.0f} MB")
+
+    registry = RegistryProcess(work / "registry")
+    engine = EngineProcess(
+        root=work / "dockyard",
+        extra_args=["--bridge-name", "dyregb0", "--bip", "172.29.251.1/24"],
+    )
+    dockerd = Dockerd(work / "dockerd")
+    results: dict[str, dict[str, float]] = {}
+    try:
+        registry.start()
+        engine.start()
+        results["dockyard"] = measure(
+            "dockyard",
+            engine.host,
+            work,
+            archive,
+            ref,
+            f"{registry.host}/bench/dockyard",
+        )
+        engine.stop()
+        if not args.skip_dockerd:
+            dockerd.start()
+            results["dockerd"] = measure(
+                "dockerd",
+                dockerd.host,
+                work,
+                archive,
+                ref,
+                f"{registry.host}/bench/dockerd",
+            )
+    finally:
+        engine.stop()
+        dockerd.stop()
+        registry.stop()
+        subprocess.run(["umount", "-R", str(work)], check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    print(
+        f"{'engine':10} {'push s':>8} {'push MB/s':>10} {'pull s':>8} {'pull MB/s':>10}"
+    )
+    for name, times in results.items():
+        print(
+            f"{name:10} {times['push']:8.2f} {mb / times['push']:10.1f}"
+            f" {times['pull']:8.2f} {mb / times['pull']:10.1f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
