@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
 import shutil
 import subprocess
@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.network.cleanup import remove_host_state
 from tests.support.engine import EngineProcess
 from tests.support.images import BUSYBOX_REF, busybox_archive
 
-_bridge_numbers = itertools.count(10)
+BRIDGE_LOCKS = Path("/run/dockyard-test-bridges")
+# Bridge numbers held by this process: number -> open lock file.
+_bridge_locks: dict[int, int] = {}
 
 
 def need_root() -> None:
@@ -34,10 +37,39 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
+def _claim_bridge_number() -> int:
+    """A bridge number no other test process (this session's or another's) holds.
+
+    Engines of concurrent pytest runs must not share a bridge or nft table:
+    one engine's stop would delete them from under the other.
+    """
+    BRIDGE_LOCKS.mkdir(parents=True, exist_ok=True)
+    for number in range(10, 250):
+        if number in _bridge_locks:
+            continue
+        fd = os.open(BRIDGE_LOCKS / str(number), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _bridge_locks[number] = fd
+        return number
+    raise RuntimeError("no free test bridge number in 10-249")
+
+
+def _release_bridge_number(number: int) -> None:
+    fd = _bridge_locks.pop(number, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def make_engine(root: Path, *extra: str) -> EngineProcess:
-    number = next(_bridge_numbers)
+    number = _claim_bridge_number()
     args = ["--bridge-name", f"dyt{number}", "--bip", f"172.29.{number}.1/24", *extra]
-    return EngineProcess(root=root, extra_args=args)
+    engine = EngineProcess(root=root, extra_args=args)
+    engine.bridge_number = number
+    return engine
 
 
 def cleanup_engine(engine: EngineProcess) -> None:
@@ -48,8 +80,13 @@ def cleanup_engine(engine: EngineProcess) -> None:
     engine.stop()
     # Whatever conmon still watches (tests that killed the engine) ends here.
     subprocess.run(["pkill", "-f", f"conmon.*{engine.root}"], check=False)
+    number = engine.bridge_number
+    if number is not None:
+        remove_host_state(engine.root / "data", engine.root / "run", f"dyt{number}")
     _unmount_under(engine.root)
     shutil.rmtree(engine.root, ignore_errors=True)
+    if number is not None:
+        _release_bridge_number(number)
 
 
 @pytest.fixture(scope="session")

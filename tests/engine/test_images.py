@@ -112,7 +112,7 @@ def test_images_digests_and_filters(engine: EngineProcess, tmp_path: Path) -> No
 def test_inspect_shape(engine: EngineProcess) -> None:
     body = json.loads(engine.docker("inspect", BUSYBOX_REF, check=True).stdout)[0]
     assert body["Id"].startswith("sha256:")
-    assert body["RepoTags"] == [BUSYBOX_REF]
+    assert BUSYBOX_REF in body["RepoTags"]
     assert body["Config"]["Cmd"] == ["sh"]
     assert body["Os"] == "linux"
     assert body["RootFS"]["Type"] == "layers" and len(body["RootFS"]["Layers"]) == 1
@@ -497,7 +497,7 @@ def test_docker_py_images(engine: EngineProcess, tmp_path: Path) -> None:
         ids = [image.id for image in client.images.list()]
         busybox = client.images.get(BUSYBOX_REF)
         assert busybox.id in ids
-        assert busybox.tags == [BUSYBOX_REF]
+        assert BUSYBOX_REF in busybox.tags
 
         name = unique("py")
         assert busybox.tag(name, "7")

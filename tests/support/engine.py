@@ -32,6 +32,8 @@ class EngineProcess:
     root: Path
     extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    # The test bridge number this engine holds (tests/conftest.py).
+    bridge_number: int | None = None
 
     @property
     def socket(self) -> Path:
