@@ -14,6 +14,7 @@ import time
 from engine.build.builder import Builder
 from engine.component import Component
 from engine.config import Config
+from engine.containers.execs import ExecManager
 from engine.containers.manager import ContainerManager
 from engine.events import EventBus
 from engine.images.store import ImageStore
@@ -38,6 +39,7 @@ class Daemon:
         self.volumes = VolumeStore(self)
         self.networks = NetworkManager(self)
         self.containers = ContainerManager(self)
+        self.execs = ExecManager(self)
         self.registry = RegistryService(self)
         self.builder = Builder(self)
         self.components: list[Component] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine import API_VERSION, MIN_API_VERSION
 from engine.api import (
     build,
+    container_io,
     containers,
     distribution,
     exec,
@@ -15,7 +16,17 @@ from engine.api import (
 )
 from engine.http.server import Router
 
-MODULES = (system, containers, exec, images, volumes, networks, build, distribution)
+MODULES = (
+    system,
+    containers,
+    container_io,
+    exec,
+    images,
+    volumes,
+    networks,
+    build,
+    distribution,
+)
 
 
 def build_router() -> Router:

@@ -58,7 +58,13 @@ def busybox_rootfs_tar() -> bytes:
         _add(tar, "bin/busybox", BUSYBOX.read_bytes(), mode=0o755)
         for applet in applets:
             if applet != "busybox":
-                _add(tar, f"bin/{applet}", type=tarfile.LNKTYPE, linkname="bin/busybox")
+                _add(
+                    tar,
+                    f"bin/{applet}",
+                    type=tarfile.LNKTYPE,
+                    linkname="bin/busybox",
+                    mode=0o755,
+                )
         _add(
             tar,
             "etc/passwd",
