@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # engine: OCI runtime, monitor, networking, images built offline in tests
-  crun runc conmon iproute2 nftables iptables busybox-static e2fsprogs
+  crun runc conmon tini iproute2 nftables iptables busybox-static e2fsprogs
   # registries: the real registry peer and a second reader
   docker-registry skopeo apache2-utils
   # reference engine for benchmarks
@@ -38,4 +38,4 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e ".[desktop,test]"
+.venv/bin/pip install -q -e ".[desktop,test,installers]"

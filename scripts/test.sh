@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 ./scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-echo "== ruff format"; ruff format --check engine desktop vmimage tests bench
-echo "== ruff check"; ruff check engine desktop vmimage tests bench
+echo "== ruff format"; ruff format --check engine desktop vmimage installers tests bench
+echo "== ruff check"; ruff check engine desktop vmimage installers tests bench
 echo "== mypy"; mypy
 echo "== pytest"
 pytest -ra "$@"
