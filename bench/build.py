@@ -17,18 +17,16 @@ Needs root, Debian's docker.io (dockerd) and /work/shared/tools/dockerd-anchor.s
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 from tests.support.engine import EngineProcess
-from tests.support.images import busybox_archive, busybox_rootfs_tar
+from tests.support.images import busybox_archive
 
 ANCHOR = Path("/work/shared/tools/dockerd-anchor.sh")
 Timings = tuple[list[float], list[float]]  # (cold, cached) seconds
@@ -54,33 +52,6 @@ def _context(root: Path) -> Path:
     for index in range(50):
         (ctx / "src" / "pkg" / f"mod{index}.py").write_text(f"VALUE = {index}\n" * 20)
     return ctx
-
-
-def _fixed_busybox(path: Path) -> Path:
-    """The test busybox archive, with hard links carrying busybox's own mode.
-
-    dockerd applies a hard link's (default 0644) mode to the target, which
-    would leave /bin/sh unexecutable there; both engines get this copy.
-    """
-    raw = busybox_rootfs_tar()
-    out = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(raw)) as source,
-        tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dest,
-    ):
-        for member in source.getmembers():
-            if member.islnk():
-                member.mode = 0o755
-            data = source.extractfile(member) if member.isreg() else None
-            dest.addfile(member, data)
-    import tests.support.images as images
-
-    original = images.busybox_rootfs_tar
-    images.busybox_rootfs_tar = lambda: out.getvalue()  # type: ignore[assignment]
-    try:
-        return busybox_archive(path)
-    finally:
-        images.busybox_rootfs_tar = original  # type: ignore[assignment]
 
 
 def _docker(host: str, *args: str, cwd: Path | None = None) -> float:
@@ -123,7 +94,7 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="bench-build-", dir="/var/tmp"))
-    archive = _fixed_busybox(work / "busybox.tar")
+    archive = busybox_archive(work / "busybox.tar")
     ctx = _context(work)
     engine = EngineProcess(
         root=work / "dockyard",

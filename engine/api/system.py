@@ -128,7 +128,7 @@ async def info(req: Request) -> Response:
                 "Volume": ["local"],
                 "Network": ["bridge", "host", "null"],
                 "Authorization": None,
-                "Log": ["k8s-file"],
+                "Log": ["json-file"],
             },
             "MemoryLimit": True,
             "SwapLimit": True,
@@ -145,7 +145,10 @@ async def info(req: Request) -> Response:
             "OomKillDisable": False,
             "NGoroutines": 0,
             "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "LoggingDriver": "k8s-file",
+            # conmon writes the log; clients (docker-py's run()) only read
+            # logs back from drivers they know, and json-file is what
+            # HostConfig.LogConfig reports.
+            "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": cgroup_version,
             "NEventsListener": 0,
@@ -166,7 +169,7 @@ async def info(req: Request) -> Response:
             "Labels": [],
             "ExperimentalBuild": False,
             "ServerVersion": DOCKER_COMPAT_VERSION,
-            "Runtimes": {runtime: {"path": runtime}},
+            "Runtimes": {runtime: {"path": daemon.containers.runtime_path}},
             "DefaultRuntime": runtime,
             "Swarm": {
                 "NodeID": "",
@@ -182,7 +185,8 @@ async def info(req: Request) -> Response:
             "ContainerdCommit": {"ID": ""},
             "RuncCommit": {"ID": ""},
             "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
+            # Dockyard's seccomp profile is a deny list (see containers/spec.py).
+            "SecurityOptions": ["name=seccomp,profile=dockyard-denylist"],
             "Warnings": None,
         }
     )

@@ -469,7 +469,11 @@ class HttpServer:
             await self._stream(req, writer, response)
         else:
             await self._send(writer, response, req.method)
-        keep = headers.get("connection", "").lower() != "close"
+        connection = headers.get("connection", "").lower()
+        if _version.strip().upper() == "HTTP/1.0":
+            keep = "keep-alive" in connection
+        else:
+            keep = "close" not in connection
         return keep and not isinstance(response, StreamResponse)
 
     def _head_bytes(self, status: int, headers: dict[str, str]) -> bytes:

@@ -441,15 +441,21 @@ def _walk(root: str, rel: str = "") -> Iterator[tuple[str, str, os.stat_result]]
             yield from _walk(root, child_rel)
 
 
-def write_diff(upper: Path, out: BinaryIO) -> int:
+def write_diff(
+    upper: Path, out: BinaryIO, skip_empty: frozenset[str] = frozenset()
+) -> int:
     """Write the overlay upper directory ``upper`` to ``out`` as an OCI layer tar.
 
+    Empty regular files named in ``skip_empty`` (relative paths) are left
+    out: they are mount points the runtime made, not the container's work.
     Returns the number of entries written (0: nothing changed).
     """
     entries = 0
     hardlinks: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for rel, path, st in _walk(str(upper)):
+            if rel in skip_empty and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                continue
             parent, base = os.path.split(rel)
             if _is_whiteout(st):
                 info = tarfile.TarInfo(os.path.join(parent, WHITEOUT_PREFIX + base))

@@ -657,6 +657,7 @@ class ImageStore(Component):
         author: str = "",
         changes: list[str] | None = None,
         ref: str | None = None,
+        skip_empty: frozenset[str] = frozenset(),
     ) -> Image:
         """Make an image of ``parent`` plus the overlay upper dir ``upper``.
 
@@ -665,7 +666,11 @@ class ImageStore(Component):
         ``runtime_config`` and ``changes``, and ``ref`` is tagged.
         """
         parent_chain = parent.top_layer if parent else None
-        layer = self.diff_layer(upper, parent_chain) if upper is not None else None
+        layer = (
+            self.diff_layer(upper, parent_chain, skip_empty)
+            if upper is not None
+            else None
+        )
         config, chains = self.new_config(
             parent,
             runtime_config,
@@ -836,15 +841,21 @@ class ImageStore(Component):
             self._fresh[chain] = time.monotonic()
             return self._layers[chain]
 
-    def diff_layer(self, upper: Path, parent_chain: str | None) -> Layer | None:
+    def diff_layer(
+        self,
+        upper: Path,
+        parent_chain: str | None,
+        skip_empty: frozenset[str] = frozenset(),
+    ) -> Layer | None:
         """Turn an overlay upper dir into a new layer on ``parent_chain``.
 
-        Whiteouts and opaque dirs become their OCI form. Returns None when
+        Whiteouts and opaque dirs become their OCI form; empty files named in
+        ``skip_empty`` (runtime mount points) are left out. Returns None when
         ``upper`` holds no changes.
         """
         writer = self.blobs.ingest(None)
         try:
-            entries = layerfs.write_diff(upper, writer)  # type: ignore[arg-type]
+            entries = layerfs.write_diff(upper, writer, skip_empty)  # type: ignore[arg-type]
         except BaseException:
             writer.abort()
             raise
@@ -1089,10 +1100,15 @@ class ImageStore(Component):
         }
 
     def shared_sizes(self, images: list[Image]) -> dict[str, int]:
-        """Per image, the bytes of its layers that another image also uses."""
+        """Per image, the bytes of its layers that another of ``images`` uses.
+
+        Only the images listed count, as dockerd does: in ``docker system
+        df`` a built image's own layer is unique although its intermediate
+        parents (not listed) hold it too.
+        """
         with self._lock:
             users: dict[str, int] = {}
-            for img in self._images.values():
+            for img in images:
                 for chain in set(img.layers):
                     users[chain] = users.get(chain, 0) + 1
             return {
@@ -1104,11 +1120,26 @@ class ImageStore(Component):
                 for img in images
             }
 
+    def top_level(self, images: list[Image]) -> list[Image]:
+        """``images`` without the untagged parents of other images.
+
+        What ``GET /images/json`` lists without ``all``: the builder's
+        intermediate images stay hidden.
+        """
+        with self._lock:
+            parents = {img.parent for img in self._images.values() if img.parent}
+            return [
+                img
+                for img in images
+                if img.repo_tags or img.repo_digests or img.id not in parents
+            ]
+
     def df(self) -> list[dict[str, Any]]:
-        images = self.list_images()
+        """``GET /system/df``'s Images: the top-level images, as dockerd counts."""
+        images = self.top_level(self.list_images())
         shared = self.shared_sizes(images)
         return [
-            self.summary(img, shared[img.id], 1 if self._in_use(img.id) else 0)
+            self.summary(img, shared[img.id], len(self._users(img.id)))
             for img in images
         ]
 

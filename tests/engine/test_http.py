@@ -34,3 +34,18 @@ def test_unknown_route_is_json_404(engine: EngineProcess) -> None:
 def test_docker_version(engine: EngineProcess) -> None:
     result = engine.docker("version", "--format", "{{.Server.APIVersion}}", check=True)
     assert result.stdout.strip() == "1.47"
+
+
+def test_http_1_0_connection_closes_after_the_answer(engine: EngineProcess) -> None:
+    """HTTP/1.0 without keep-alive: the engine closes, so a reader sees EOF."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(engine.socket))
+        sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert data.endswith(b"OK")
