@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Install everything Dockyard needs (apt packages, .venv), then run the main
-# job: start the engine on this Linux host and say how to use it.
+# job: build the guest image (cached), create and start the default machine
+# (a QEMU VM through libvirt that runs the engine) and say how to point
+# docker at it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
-sock=/run/dockyard/docker.sock
-mkdir -p /run/dockyard /var/log/dockyard
-if ! DOCKER_HOST=unix://$sock docker version >/dev/null 2>&1; then
-  setsid .venv/bin/dockyard-engine --host "unix://$sock" >/var/log/dockyard/engine.log 2>&1 &
-  for _ in $(seq 100); do
-    DOCKER_HOST=unix://$sock docker version >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+dockyard=.venv/bin/dockyard
+
+echo "== guest image"
+.venv/bin/python -m vmimage build
+# libvirtd and virtlogd, where no service manager started them.
+.venv/bin/python -c 'from desktop.machine.backend_qemu import ensure_libvirtd; ensure_libvirtd()'
+
+echo "== default machine"
+if ! "$dockyard" machine status default >/dev/null 2>&1; then
+  "$dockyard" machine create default
 fi
-DOCKER_HOST=unix://$sock docker version
+"$dockyard" machine start default
+eval "$("$dockyard" machine env default)"
+docker version
 echo
-echo "Dockyard's engine is running. Point docker at it with:"
-echo "  export DOCKER_HOST=unix://$sock"
+echo "Dockyard's default machine is running. Point docker at it with:"
+echo "  eval \"\$($PWD/$dockyard machine env)\"     # or: docker context use dockyard"
