@@ -67,12 +67,11 @@ def _container(req: Request) -> Any:
 
 
 def _tail(value: str | None) -> int | None:
-    if value is None or value in ("", "all"):
-        return None
+    """``tail``: a line count; dockerd reads anything else ("all", "x") as all."""
     try:
-        count = int(value)
+        count = int(value or "")
     except ValueError:
-        raise InvalidParameter(f"invalid value for tail: {value!r}") from None
+        return None
     return None if count < 0 else count
 
 
@@ -102,6 +101,13 @@ async def attach_container(req: Request) -> Hijack:
             stderr=want_stderr,
             detach_keys=detach_keys,
         )
+
+    # dockerd logs an attach event for every accepted attach (compose and
+    # `docker events` watchers see it between create and start).
+    config = c.config or {}
+    attrs = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
+    attrs.update(name=c.name.lstrip("/"), image=str(config.get("Image", "")))
+    daemon.events.publish("container", "attach", c.id, attrs)
 
     async def handler(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -138,6 +144,7 @@ async def container_logs(req: Request) -> StreamResponse:
         until_ns=parse_since(req.arg("until"), "until"),
         timestamps=req.flag("timestamps"),
         tail=_tail(req.arg("tail")),
+        details=req.flag("details"),
     )
     if not options.stdout and not options.stderr:
         raise InvalidParameter("Bad parameters: you must choose at least one stream")

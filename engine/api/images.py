@@ -210,8 +210,7 @@ async def list_images(req: Request) -> Response:
     patterns = [_glob(p) for p in filters.get("reference", [])]
 
     images = store.list_images()
-    shared = store.shared_sizes(images) if req.flag("shared-size") else {}
-    out = []
+    selected: list[tuple[Image, dict[str, Any]]] = []
     for image in images:
         created = image.created_unix
         if any(created >= b for b in before) or any(created <= s for s in since):
@@ -240,14 +239,19 @@ async def list_images(req: Request) -> Response:
                 continue
             if not show_all and dangling is None and store.children(image.id):
                 continue
-        summary = store.summary(image, shared.get(image.id, -1))
+        summary = store.summary(image)
         summary["RepoTags"] = tags
         summary["RepoDigests"] = digests
         if _before(req, (1, 44)):
             # Removed in API 1.44; older clients (docker-py 6, compose 1) still read it.
             summary["VirtualSize"] = summary["Size"]
-        out.append(summary)
-    return json_response(out)
+        selected.append((image, summary))
+    if req.flag("shared-size"):
+        # dockerd counts a layer as shared among the images it lists only.
+        shared = store.shared_sizes([image for image, _ in selected])
+        for image, summary in selected:
+            summary["SharedSize"] = shared[image.id]
+    return json_response([summary for _, summary in selected])
 
 
 @routes.get("/images/search")

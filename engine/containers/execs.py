@@ -307,7 +307,8 @@ class ExecManager:
         ids = getattr(c, "exec_ids", None)
         if isinstance(ids, list):
             ids.append(exec_id)
-        self._publish(ex, f"exec_create: {' '.join(cmd)}")
+        # dockerd joins entrypoint and args with a space each: "exec_create: true ".
+        self._publish(ex, f"exec_create: {cmd[0]} {' '.join(cmd[1:])}")
         return ex
 
     def get(self, exec_id: str) -> ExecInstance:
@@ -381,7 +382,7 @@ class ExecManager:
             raise EngineError(f"OCI runtime exec failed: {reason}: unknown")
         ex.pid = value
         ex.running = True
-        self._publish(ex, f"exec_start: {' '.join(ex.cmd)}")
+        self._publish(ex, f"exec_start: {ex.cmd[0]} {' '.join(ex.cmd[1:])}")
         task = asyncio.ensure_future(self._wait_exit(ex, sync))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -60,6 +60,9 @@ class LogOptions:
     until_ns: int | None = None
     timestamps: bool = False
     tail: int | None = None  # None: all
+    # ``details``: the log's extra attributes before each line. Dockyard
+    # keeps none (no --log-opt labels/env), so that is dockerd's lone space.
+    details: bool = False
 
 
 def parse_timestamp(text: bytes) -> int:
@@ -265,6 +268,8 @@ class LogReader:
 
     def _encode(self, message: LogMessage, options: LogOptions, tty: bool) -> bytes:
         data = message.data
+        if options.details:
+            data = b" " + data
         if options.timestamps:
             data = format_timestamp(message.time_ns).encode() + b" " + data
         return encode(message.stream, data, tty)

@@ -197,14 +197,18 @@ def _memory_stats(groups: Cgroups) -> dict[str, Any]:
     assert memory is not None
     limit = _int(memory / "memory.limit_in_bytes")
     host = _host_memory()
-    return {
+    out = {
         "usage": _int(memory / "memory.usage_in_bytes"),
         "max_usage": _int(memory / "memory.max_usage_in_bytes"),
-        "failcnt": _int(memory / "memory.failcnt"),
         "stats": _keyed(memory / "memory.stat"),
         # v1 says "no limit" with a huge number; docker shows the host's memory.
         "limit": min(limit, host) if limit and host else limit or host,
     }
+    # dockerd's failcnt is omitempty: absent until the limit was hit.
+    failcnt = _int(memory / "memory.failcnt")
+    if failcnt:
+        out["failcnt"] = failcnt
+    return out
 
 
 def _pids_stats(groups: Cgroups) -> dict[str, Any]:
@@ -260,6 +264,19 @@ def _blkio_stats(groups: Cgroups) -> dict[str, Any]:
                         "value": int(fields[2]),
                     }
                 )
+    if not groups.v2:
+        # dockerd copies every v1 list, so an idle container shows [] (a
+        # client looping over io_service_bytes_recursive never sees null).
+        return {
+            "io_service_bytes_recursive": service_bytes,
+            "io_serviced_recursive": serviced,
+            "io_queue_recursive": [],
+            "io_service_time_recursive": [],
+            "io_wait_time_recursive": [],
+            "io_merged_recursive": [],
+            "io_time_recursive": [],
+            "sectors_recursive": [],
+        }
     return {
         "io_service_bytes_recursive": service_bytes or None,
         "io_serviced_recursive": serviced or None,

@@ -76,6 +76,8 @@ class Request:
     app: Any = None
     _body: bytes | None = None
     _body_consumed: bool = False
+    # The last byte of the body was read (a handler may stop half-way).
+    _body_done: bool = False
 
     # -- query helpers, parsed the way dockerd parses them --
 
@@ -173,6 +175,7 @@ class Request:
                 if size == 0:
                     while (await self.reader.readline()) not in (b"\r\n", b"\n", b""):
                         pass
+                    self._body_done = True
                     return
                 total += size
                 if limit is not None and total > limit:
@@ -183,11 +186,15 @@ class Request:
         length = int(self.headers.get("content-length", "0") or 0)
         if limit is not None and length > limit:
             raise InvalidParameter("request body too large")
+        if length <= 0:
+            self._body_done = True
         while length > 0:
             data = await self.reader.read(min(length, 256 * 1024))
             if not data:
                 raise InvalidParameter("request body ended early")
             length -= len(data)
+            if length <= 0:
+                self._body_done = True
             yield data
 
 
@@ -465,6 +472,12 @@ class HttpServer:
             with contextlib.suppress(EngineError):
                 async for _ in req.stream():
                     pass
+        # One read half-way (docker cp into a missing folder: the 404 comes
+        # while the tar still flows) cannot be resumed: the answer ends the
+        # connection, or the rest of the body would be read as a request.
+        unread = not req._body_done
+        if unread and isinstance(response, Response):
+            response.headers["Connection"] = "close"
         if isinstance(response, StreamResponse):
             await self._stream(req, writer, response)
         else:
@@ -474,7 +487,7 @@ class HttpServer:
             keep = "keep-alive" in connection
         else:
             keep = "close" not in connection
-        return keep and not isinstance(response, StreamResponse)
+        return keep and not unread and not isinstance(response, StreamResponse)
 
     def _head_bytes(self, status: int, headers: dict[str, str]) -> bytes:
         lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]

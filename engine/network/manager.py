@@ -84,7 +84,9 @@ class Network:
     mtu: int = DEFAULT_MTU
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
-    ipam_options: dict[str, str] = field(default_factory=dict)
+    # None when the create body had no IPAM.Options: dockerd echoes what
+    # it was given, null for docker-py's bare create, {} for the CLI's.
+    ipam_options: dict[str, str] | None = None
     default: bool = False  # the default bridge
 
     def __post_init__(self) -> None:
@@ -131,7 +133,9 @@ class Network:
             "EnableIPv6": False,
             "IPAM": {
                 "Driver": "default",
-                "Options": self.ipam_options or None,
+                "Options": (
+                    None if self.ipam_options is None else dict(self.ipam_options)
+                ),
                 "Config": config,
             },
             "Internal": self.internal,
@@ -600,9 +604,11 @@ class NetworkManager(Component):
             attachable=bool(body.get("Attachable")),
             labels={str(k): str(v) for k, v in (body.get("Labels") or {}).items()},
             options=options,
-            ipam_options={
-                str(k): str(v) for k, v in (ipam.get("Options") or {}).items()
-            },
+            ipam_options=(
+                None
+                if ipam.get("Options") is None
+                else {str(k): str(v) for k, v in ipam["Options"].items()}
+            ),
         )
         if len(net.bridge) > 15:
             raise InvalidParameter(

@@ -6,7 +6,8 @@ A pull goes the way dockerd's does:
    OCI manifests and indexes; an index is narrowed to the engine's own
    platform (or the one asked for) and that manifest fetched by digest.
 2. The config blob, whose ``rootfs.diff_ids`` give the chain id of every
-   layer: those the store already has are reported as "Already exists".
+   layer: those the store already has are reported as "Already exists"
+   (nothing at all when the image itself is already there).
 3. The other layers are downloaded three at a time, each hashed while it
    streams into the store's ingest area and renamed into place only when
    its digest matches; they are unpacked in order as soon as they and
@@ -381,8 +382,13 @@ class Puller:
             await asyncio.to_thread(local.layer_exists, self.store, c) for c in chains
         ]
         todo = [i for i, there in enumerate(present) if not there]
+        # An image the store already has gets no layer lines at all, as
+        # dockerd answers a repeated pull: only the digest and the status.
+        known = not todo and await asyncio.to_thread(
+            local.image_exists, self.store, image_id
+        )
         for i, layer in enumerate(layers):
-            if present[i]:
+            if present[i] and not known:
                 channel.put(status("Already exists", short(layer["digest"])))
         queued: list[str] = []
         for i in todo:

@@ -36,11 +36,16 @@ from urllib.parse import urlencode, urljoin
 from engine.errors import NotFound
 from engine.images.reference import Reference
 from engine.registry import local
-from engine.registry.client import READ_SIZE, Cancelled, RegistryError
+from engine.registry.client import (
+    READ_SIZE,
+    Cancelled,
+    RegistryError,
+    RegistryUnauthorized,
+)
 from engine.registry.metadata import Metadata
 from engine.registry.progress import Channel, short, status
 from engine.registry.pull import DOCKER_MANIFEST, OCI_MANIFEST, digest_of
-from engine.registry.session import Session
+from engine.registry.session import NO_BASIC_CREDENTIALS, NoBasicCredentials, Session
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +395,11 @@ class Pusher:
 
         async def push_one(layer: local.PushLayer) -> dict[str, Any]:
             async with limit:
-                return await asyncio.to_thread(self.push_layer, layer, channel)
+                try:
+                    return await asyncio.to_thread(self.push_layer, layer, channel)
+                except NoBasicCredentials:
+                    # dockerd's push names no URL here, only the reason.
+                    raise RegistryUnauthorized(NO_BASIC_CREDENTIALS) from None
 
         tasks = {
             layer.diff_id: asyncio.create_task(push_one(layer)) for layer in unique

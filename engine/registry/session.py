@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from typing import IO
 
 from engine.registry.auth import Authorizer
-from engine.registry.client import Response, Transport
+from engine.registry.client import RegistryUnauthorized, Response, Transport
 
 log = logging.getLogger(__name__)
+
+NO_BASIC_CREDENTIALS = "no basic auth credentials"
+
+
+class NoBasicCredentials(RegistryUnauthorized):
+    """A registry wants Basic auth and the client sent no login.
+
+    The message is dockerd's pull error, ``Head "<url>": no basic auth
+    credentials``; a push reports :data:`NO_BASIC_CREDENTIALS` alone.
+    """
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,13 @@ class Session:
                 verify=self.endpoint.verify,
                 follow=follow,
             )
+            if response.status == 401 and self._wants_basic_login(response):
+                response.read()
+                # Go's url.Error: the method as "Head", then the quoted URL.
+                raise NoBasicCredentials(
+                    f'{method[:1]}{method[1:].lower()} "{self.url(path)}": '
+                    f"{NO_BASIC_CREDENTIALS}"
+                )
             if response.status != 401 or attempt or not replayable:
                 return response
             challenge = response.header("www-authenticate")
@@ -96,3 +113,13 @@ class Session:
                 self.authorizer.challenge and self.authorizer.challenge.scheme,
             )
         raise AssertionError("unreachable")
+
+    def _wants_basic_login(self, response: Response) -> bool:
+        """True when a 401 asks for Basic auth and there is no username to send."""
+        if self.authorizer.creds.username:
+            return False
+        challenge = response.header("www-authenticate")
+        if challenge:
+            self.authorizer.learn(challenge)
+        known = self.authorizer.challenge
+        return known is not None and known.scheme == "basic"

@@ -74,7 +74,9 @@ class Volume:
         return {
             "CreatedAt": self.created_at,
             "Driver": self.driver,
-            "Labels": dict(self.labels),
+            # dockerd answers null for a volume created without labels (what
+            # `docker volume create NAME` and docker-py send).
+            "Labels": dict(self.labels) or None,
             "Mountpoint": str(self.mountpoint),
             "Name": self.name,
             "Options": dict(self.options) or None,

@@ -255,7 +255,8 @@ def test_push_then_pull_round_trip(
     assert f"{ref}@{digest}" in image.repo_digests
 
     second = run(collect(harness.registry.pull(ref, "1", None, None)))
-    assert statuses(second).count("Already exists") == 2
+    # dockerd shows no layer lines for an image it already has.
+    assert "Already exists" not in statuses(second)
     assert second[-1]["status"] == f"Status: Image is up to date for {ref}:1"
 
 
@@ -562,7 +563,7 @@ def test_basic_auth_login_push_pull(
 
     with pytest.raises(RegistryUnauthorized) as anonymous:
         run(collect(registry.push(ref, "1", "e30=")))
-    assert anonymous.value.message == "unauthorized: authentication required"
+    assert anonymous.value.message == "no basic auth credentials"
 
     good = auth_header("bob", "s3cret", host)
     pushed = run(collect(registry.push(ref, "1", good)))
