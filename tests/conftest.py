@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -96,32 +97,34 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return busybox_archive(tmp_path_factory.mktemp("images") / "busybox.tar")
 
 
-@pytest.fixture(scope="session")
-def engine(busybox_tar: Path) -> Iterator[EngineProcess]:
-    """One engine for the session, with the busybox image loaded."""
+@contextlib.contextmanager
+def running_engine(
+    busybox_tar: Path, prefix: str = "dyeng-"
+) -> Iterator[EngineProcess]:
+    """A started engine with the busybox image loaded; removed afterwards."""
     need_root()
-    root = Path(tempfile.mkdtemp(prefix="dyeng-", dir="/var/tmp"))
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     eng = make_engine(root)
-    eng.start()
     try:
+        eng.start()
         eng.docker("load", "-i", str(busybox_tar), check=True)
         yield eng
     finally:
         cleanup_engine(eng)
+
+
+@pytest.fixture(scope="session")
+def engine(busybox_tar: Path) -> Iterator[EngineProcess]:
+    """One engine for the session, with the busybox image loaded."""
+    with running_engine(busybox_tar) as eng:
+        yield eng
 
 
 @pytest.fixture
 def fresh_engine(busybox_tar: Path) -> Iterator[EngineProcess]:
     """An engine of its own, for tests that stop, kill or restart it."""
-    need_root()
-    root = Path(tempfile.mkdtemp(prefix="dyeng-", dir="/var/tmp"))
-    eng = make_engine(root)
-    eng.start()
-    try:
-        eng.docker("load", "-i", str(busybox_tar), check=True)
+    with running_engine(busybox_tar) as eng:
         yield eng
-    finally:
-        cleanup_engine(eng)
 
 
 @pytest.fixture(scope="session")

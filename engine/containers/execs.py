@@ -44,6 +44,7 @@ from engine.containers.attach import (
     pid_of,
     state_of,
 )
+from engine.containers.spec import ALL_CAPS
 from engine.containers.streams import (
     STDOUT,
     ConmonSocket,
@@ -60,19 +61,6 @@ log = logging.getLogger(__name__)
 
 # Finished execs stay inspectable this long (the CLI asks for the exit code).
 KEEP_FINISHED = 300.0
-CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
-    "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
-    "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-]  # fmt: skip
 _MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
@@ -427,7 +415,7 @@ class ExecManager:
         if config.get("User"):
             process["user"] = resolve_user(root, str(config["User"]))
         if config.get("Privileged"):
-            caps = list(CAPABILITIES)
+            caps = list(ALL_CAPS)
             process["capabilities"] = {
                 key: caps for key in ("bounding", "effective", "permitted")
             }

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cleanup_engine, make_engine, need_root
+from tests.conftest import running_engine
 from tests.support.engine import EngineProcess
 from tests.support.images import BUSYBOX_REF
 from tests.support.registry import REGISTRY_BIN, RegistryProcess, free_port
@@ -47,15 +47,8 @@ COMPOSE_PACKAGES = ["docker-compose==1.29.2", "docker==6.1.3", "requests<2.32"]
 @pytest.fixture(scope="module")
 def dy(busybox_tar: Path) -> Iterator[EngineProcess]:
     """An engine of this module's own: the sweep names containers web, fg1..."""
-    need_root()
-    root = Path(tempfile.mkdtemp(prefix="dycompat-", dir="/var/tmp"))
-    eng = make_engine(root)
-    eng.start()
-    try:
-        eng.docker("load", "-i", str(busybox_tar), check=True)
+    with running_engine(busybox_tar, prefix="dycompat-") as eng:
         yield eng
-    finally:
-        cleanup_engine(eng)
 
 
 @pytest.fixture
