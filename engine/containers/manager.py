@@ -35,10 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.component import Component
+from engine.containers import health as healthcheck
 from engine.containers import restart as restart_policy
 from engine.containers.model import Container, now_rfc3339, parse_rfc3339, rfc3339_of
 from engine.containers.names import generate_name
-from engine.containers.overlay import is_mounted, mount_rootfs, umount_rootfs
+from engine.containers.overlay import (
+    is_mounted,
+    make_init_layer,
+    mount_rootfs,
+    umount_rootfs,
+)
 from engine.containers.runtime import (
     Runtime,
     RuntimeError_,
@@ -122,6 +128,7 @@ class ContainerManager(Component):
         self._rootfs_users: dict[str, int] = {}
         self._stopping = False
         self.attach = _attach_manager(daemon)
+        self.health = healthcheck.HealthMonitor(daemon)
 
     # -- component lifecycle --
 
@@ -179,6 +186,7 @@ class ContainerManager(Component):
             self._pidfds.pop(cid, None)
         for task in list(self._tasks):
             task.cancel()
+        await self.health.close()
         # Attach connections to conmon end; conmon and the processes stay.
         close = getattr(self.attach, "close", None)
         if close is not None:
@@ -198,6 +206,7 @@ class ContainerManager(Component):
             if c.conmon_pid and self._conmon_alive(c):
                 log.info("adopting running container %s (%s)", c.name, c.id[:12])
                 self._watch(c)
+                self.health.container_adopted(c)
                 if hasattr(self.daemon.networks, "restore"):
                     await _maybe_await(self.daemon.networks.restore(c))
                 return
@@ -531,6 +540,7 @@ class ContainerManager(Component):
         )
         c.extra["WasRunning"] = True
         c.extra.pop("StopRequested", None)
+        self.health.container_started(c)
         c.save()
         self._watch(c)
         self._publish(c, "start")
@@ -539,7 +549,8 @@ class ContainerManager(Component):
     def _prepare_bundle(self, c: Container, lower: builtins.list[Path]) -> None:
         c.bundle.mkdir(parents=True, exist_ok=True)
         if not is_mounted(c.rootfs):
-            mount_rootfs(c.rootfs, lower, c.upper, c.work)
+            init = make_init_layer(c.dir / "init")
+            mount_rootfs(c.rootfs, [init, *lower], c.upper, c.work)
         workdir = c.config.get("WorkingDir")
         if workdir:
             target = c.rootfs / workdir.lstrip("/")
@@ -655,6 +666,7 @@ class ContainerManager(Component):
                 # Exited while the engine was away: conmon stamped the exit file.
                 with contextlib.suppress(OSError):
                     finished = rfc3339_of(c.exit_file.stat().st_mtime_ns)
+            self.health.container_stopped(c)
             await self._cleanup_after_run(c)
             c.set_status("exited")
             c.state.update(Pid=0, ExitCode=code, OOMKilled=oom, FinishedAt=finished)
@@ -831,6 +843,7 @@ class ContainerManager(Component):
             raise Conflict(f"Container {c.id} is already paused")
         await self.runtime.pause(c.id)
         c.set_status("paused")
+        self.health.container_stopped(c)
         c.save()
         self._publish(c, "pause")
 
@@ -839,6 +852,7 @@ class ContainerManager(Component):
             raise Conflict(f"Container {c.id} is not paused")
         await self.runtime.resume(c.id)
         c.set_status("running")
+        self.health.container_resumed(c)
         c.save()
         self._publish(c, "unpause")
 
@@ -898,6 +912,7 @@ class ContainerManager(Component):
         if c.id not in self._containers:
             return
         c.set_status("removing")
+        self.health.container_stopped(c)
         self._containers.pop(c.id, None)
         if self._names.get(c.name) == c.id:
             self._names.pop(c.name, None)
@@ -1135,8 +1150,9 @@ def _merge_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]
         parse_signal(config["StopSignal"])
     volumes = {**(image.get("Volumes") or {}), **(body.get("Volumes") or {})}
     config["Volumes"] = volumes or None
-    if not config.get("Healthcheck") and image.get("Healthcheck"):
-        config["Healthcheck"] = image["Healthcheck"]
+    check = healthcheck.merge(body.get("Healthcheck"), image.get("Healthcheck"))
+    if check is not None:
+        config["Healthcheck"] = check
     config.setdefault("OnBuild", None)
     config["Image"] = body["Image"]
     return config

@@ -46,6 +46,12 @@ def parse_rfc3339(value: str) -> float:
 
 
 def new_state() -> dict[str, Any]:
+    """State as inspect shows it; ``Health`` is added only with a health check:
+
+    ``{"Status": "starting"|"healthy"|"unhealthy", "FailingStreak": 0,
+    "Log": [{"Start": ..., "End": ..., "ExitCode": 0, "Output": "..."}]}``
+    (the last five probes; see health.py).
+    """
     return {
         "Status": "created",
         "Running": False,
@@ -266,7 +272,12 @@ class Container:
         if status in ("running", "paused"):
             since = parse_rfc3339(self.state["StartedAt"])
             text = "Up " + human_duration(now - since)
-            return text + " (Paused)" if status == "paused" else text
+            if status == "paused":
+                return text + " (Paused)"
+            health = (self.state.get("Health") or {}).get("Status")
+            if health == "starting":
+                return text + " (health: starting)"
+            return f"{text} ({health})" if health in ("healthy", "unhealthy") else text
         if status == "restarting":
             finished = parse_rfc3339(self.state["FinishedAt"])
             return f"Restarting ({self.exit_code}) {human_duration(now - finished)} ago"

@@ -4,8 +4,15 @@ The image layers are read-only lower directories; the container writes
 into its own ``upper`` (copy on write), so any number of containers share
 one unpacked image::
 
-    mount_rootfs(target, lower=[top_layer, ..., base_layer], upper=u, work=w)
+    init = make_init_layer(container_dir / "init")
+    mount_rootfs(target, lower=[init, top_layer, ..., base_layer], upper=u, work=w)
     umount_rootfs(target)
+
+Between the image and the container sits a small per-container *init*
+layer, as dockerd has: the files every container expects (``/.dockerenv``,
+``/etc/mtab``) and the mount points the runtime binds over (``/etc/hosts``
+and friends), so none of them lands in the container's own writable layer
+and ``docker diff`` or ``commit`` never see them.
 
 The kernel takes the mount options in one page (4096 bytes). Many layers
 with long absolute paths overflow it, so the lower directories are given
@@ -39,6 +46,43 @@ _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 class MountError(EngineError):
     """The overlay could not be mounted or unmounted."""
+
+
+# (path, kind, mode): "f" an empty file, "d" a directory, "l" a link to mode.
+INIT_ENTRIES: tuple[tuple[str, str, int | str], ...] = (
+    (".dockerenv", "f", 0o755),
+    ("dev", "d", 0o755),
+    ("dev/pts", "d", 0o755),
+    ("dev/shm", "d", 0o755),
+    ("dev/console", "f", 0o755),
+    ("etc", "d", 0o755),
+    ("etc/hosts", "f", 0o755),
+    ("etc/hostname", "f", 0o755),
+    ("etc/resolv.conf", "f", 0o755),
+    ("etc/mtab", "l", "/proc/mounts"),
+    ("proc", "d", 0o755),
+    ("sys", "d", 0o755),
+)
+
+
+def make_init_layer(path: Path) -> Path:
+    """Create (once) the container's init layer at ``path``; returns it."""
+    if path.is_dir():
+        return path
+    partial = path.with_name(path.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    for rel, kind, mode in INIT_ENTRIES:
+        entry = partial / rel
+        if kind == "d":
+            entry.mkdir(exist_ok=True)
+            os.chmod(entry, int(mode))
+        elif kind == "f":
+            entry.touch()
+            os.chmod(entry, int(mode))
+        elif not entry.is_symlink():
+            entry.symlink_to(str(mode))
+    os.rename(partial, path)
+    return path
 
 
 def _options(

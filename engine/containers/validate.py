@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.containers import health
 from engine.errors import InvalidParameter, Unsupported
 
 # HostConfig keys this engine cannot honour, with the flag users know them by.
@@ -99,12 +100,7 @@ def check_supported(body: dict[str, Any], host_config: dict[str, Any]) -> None:
             raise Unsupported(
                 f"security option {opt!r} is not supported by this engine"
             )
-    health = body.get("Healthcheck") or {}
-    test = health.get("Test") or []
-    if test and test != ["NONE"]:
-        raise Unsupported(
-            "health checks (--health-cmd, Healthcheck) are not supported yet"
-        )
+    health.validate(body.get("Healthcheck"))
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}

@@ -9,6 +9,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from engine.containers.health import STATUSES as HEALTH_STATUSES
+from engine.containers.health import status_of
 from engine.containers.model import Container, parse_rfc3339
 from engine.errors import InvalidParameter, NotFound
 
@@ -134,6 +136,9 @@ def select(
     for status in filters.get("status", []):
         if status not in STATUSES:
             raise InvalidParameter(f"invalid filter 'status={status}'")
+    for value in filters.get("health", []):
+        if value not in HEALTH_STATUSES:
+            raise InvalidParameter(f"Unrecognised filter value for health: {value}")
     containers = manager.list()
     before = _pivot(manager, filters.get("before"))
     since = _pivot(manager, filters.get("since"))
@@ -224,10 +229,8 @@ def _matches(
         exposed = list((c.config.get("ExposedPorts") or {}).keys())
         if not any(_port_matches(v, exposed) for v in filters["expose"]):
             return False
-    if filters.get("health"):
-        health = (c.state.get("Health") or {}).get("Status") or "none"
-        if health not in filters["health"]:
-            return False
+    if filters.get("health") and status_of(c) not in filters["health"]:
+        return False
     # No swarm here: no container is a task.
     return "true" not in filters.get("is-task", [])
 

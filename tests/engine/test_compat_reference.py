@@ -1050,11 +1050,6 @@ def test_kill_waits_for_the_exit(dy: EngineProcess) -> None:
         dy.docker("rm", "-f", "killed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/containers/{overlay,spec}.py: no init layer, so a container "
-    "lacks /.dockerenv and /etc/mtab (dockerd's -init layer) and export lacks them",
-)
 def test_init_layer_files(dy: EngineProcess) -> None:
     listing = ok(dy, "run", "--rm", BUSYBOX, "ls", "-a", "/", "/etc")
     assert ".dockerenv" in listing.split() and "mtab" in listing.split()
