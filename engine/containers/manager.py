@@ -22,7 +22,6 @@ import asyncio
 import builtins
 import contextlib
 import ctypes
-import inspect as pyinspect
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 from engine.component import Component
 from engine.containers import health as healthcheck
 from engine.containers import restart as restart_policy
+from engine.containers.attach import AttachManager
 from engine.containers.model import Container, now_rfc3339, parse_rfc3339, rfc3339_of
 from engine.containers.names import generate_name
 from engine.containers.overlay import (
@@ -54,6 +54,8 @@ from engine.containers.runtime import (
 )
 from engine.containers.spec import (
     INIT_PATH,
+    MASKED_PATHS,
+    READONLY_PATHS,
     build_spec,
     init_binary,
     merge_env,
@@ -74,35 +76,13 @@ log = logging.getLogger(__name__)
 
 # Empty files the runtime creates in the writable layer as bind-mount
 # targets; commit leaves them out (dockerd keeps them in an init layer).
+# How long a SIGKILL's answer waits for the container to be gone.
+KILL_WAIT = 10.0
 RUNTIME_MOUNT_POINTS = frozenset({"etc/hosts", "etc/hostname", "etc/resolv.conf"})
 
 NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 PR_SET_CHILD_SUBREAPER = 36
 DEFAULT_STOP_TIMEOUT = 10
-
-
-class _NoAttach:
-    """Stands in until engine/containers/attach.py exists."""
-
-    async def container_created(self, c: Container) -> None:
-        return None
-
-    async def container_exited(self, c: Container) -> None:
-        return None
-
-
-def _attach_manager(daemon: Any) -> Any:
-    try:
-        from engine.containers.attach import AttachManager  # type: ignore[import-not-found]
-    except ImportError:
-        return _NoAttach()
-    return AttachManager(daemon)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if pyinspect.isawaitable(value):
-        return await value
-    return value
 
 
 class ContainerManager(Component):
@@ -127,7 +107,7 @@ class ContainerManager(Component):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._rootfs_users: dict[str, int] = {}
         self._stopping = False
-        self.attach = _attach_manager(daemon)
+        self.attach = AttachManager(daemon)
         self.health = healthcheck.HealthMonitor(daemon)
 
     # -- component lifecycle --
@@ -188,10 +168,8 @@ class ContainerManager(Component):
             task.cancel()
         await self.health.close()
         # Attach connections to conmon end; conmon and the processes stay.
-        close = getattr(self.attach, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+        with contextlib.suppress(Exception):
+            await self.attach.close()
 
     async def _adopt(self, c: Container) -> None:
         if c.status == "restarting" and not (c.conmon_pid and self._conmon_alive(c)):
@@ -207,8 +185,7 @@ class ContainerManager(Component):
                 log.info("adopting running container %s (%s)", c.name, c.id[:12])
                 self._watch(c)
                 self.health.container_adopted(c)
-                if hasattr(self.daemon.networks, "restore"):
-                    await _maybe_await(self.daemon.networks.restore(c))
+                await self.daemon.networks.restore(c)
                 return
             log.info("container %s exited while the engine was down", c.name)
             await self._handle_exit(c, adopted=True)
@@ -220,9 +197,9 @@ class ContainerManager(Component):
                 self._names.pop(c.name, None)
             await self._delete_files(c)
             return
-        if c.status == "exited" and hasattr(self.daemon.networks, "teardown"):
+        if c.status == "exited":
             with contextlib.suppress(Exception):
-                await _maybe_await(self.daemon.networks.teardown(c))
+                await self.daemon.networks.teardown(c)
         if (
             c.status in ("exited", "created")
             and c.extra.get("WasRunning")
@@ -378,8 +355,7 @@ class ContainerManager(Component):
         if not config["Hostname"]:
             config["Hostname"] = cid[:12]
         networks = self.daemon.networks
-        if hasattr(networks, "validate"):
-            networks.validate(host_config, config, networking)
+        networks.validate(host_config, config, networking)
 
         c = Container(
             id=cid,
@@ -394,10 +370,7 @@ class ContainerManager(Component):
         )
         if host_config.get("Init"):
             c.path, c.args = INIT_PATH, ["--", *command]
-        if hasattr(networks, "initial_settings"):
-            c.network_settings = networks.initial_settings(host_config, networking)
-        else:
-            c.network_settings = _empty_network_settings(host_config)
+        c.network_settings = networks.initial_settings(host_config, networking)
         c.dir.mkdir(parents=True)
         try:
             self._resolve_mounts(c, image_config, bool(body.get("Volumes")))
@@ -483,13 +456,13 @@ class ContainerManager(Component):
         lower = list(self.daemon.images.layer_dirs(image))
         await asyncio.to_thread(self._prepare_bundle, c, lower)
         mounts = self._load_mounts(c)
-        volumes: Any = getattr(self.daemon, "volumes", None)
+        volumes = self.daemon.volumes
         for m in mounts:
-            if getattr(m, "needs_copy_up", False) and volumes is not None:
+            if m.needs_copy_up:
                 target = c.rootfs / m.destination.lstrip("/")
                 await asyncio.to_thread(volumes.populate, m.name, target, c.rootfs)
-            if getattr(m, "type", "") == "volume" and hasattr(volumes, "mount"):
-                await _maybe_await(volumes.mount(m.name, c.id))
+            if m.type == "volume":
+                volumes.mount(m.name, c.id)
         oci_mounts = [m.to_oci() for m in mounts]
 
         netns = await self._setup_network(c)
@@ -518,8 +491,7 @@ class ContainerManager(Component):
             cgroup_v2=self.cgroup_v2,
         )
         await asyncio.to_thread(self._write_spec, c, spec)
-        if hasattr(self.daemon.networks, "publish"):
-            await _maybe_await(self.daemon.networks.publish(c))
+        await self.daemon.networks.publish(c)
 
         pid = await self.runtime.create(c)
         c.state["Pid"] = pid
@@ -582,20 +554,13 @@ class ContainerManager(Component):
         (c.bundle / "config.json").write_text(json.dumps(spec))
 
     async def _setup_network(self, c: Container) -> str | None:
-        networks = self.daemon.networks
-        if hasattr(networks, "setup"):
-            result = await _maybe_await(networks.setup(c))
-            return str(result) if result else None
-        return None
+        result = await self.daemon.networks.setup(c)
+        return str(result) if result else None
 
     def _etc_mounts(
         self, c: Container, taken: set[str]
     ) -> builtins.list[dict[str, Any]]:
-        networks = self.daemon.networks
-        if hasattr(networks, "write_etc_files"):
-            files = networks.write_etc_files(c)
-        else:
-            files = _write_etc_files(c)
+        files = self.daemon.networks.write_etc_files(c)
         out = []
         for dest, source in files.items():
             if dest in taken:
@@ -715,18 +680,14 @@ class ContainerManager(Component):
 
     async def _cleanup_after_run(self, c: Container) -> None:
         await self.runtime.delete(c.id)
-        networks = self.daemon.networks
-        if hasattr(networks, "teardown"):
-            try:
-                await _maybe_await(networks.teardown(c))
-            except Exception:
-                log.warning("network teardown of %s failed", c.id[:12], exc_info=True)
-        volumes = getattr(self.daemon, "volumes", None)
-        if hasattr(volumes, "unmount"):
-            for m in c.mounts:
-                if m.get("Type") == "volume" and m.get("Name"):
-                    with contextlib.suppress(Exception):
-                        await _maybe_await(volumes.unmount(m["Name"], c.id))  # type: ignore[union-attr]
+        try:
+            await self.daemon.networks.teardown(c)
+        except Exception:
+            log.warning("network teardown of %s failed", c.id[:12], exc_info=True)
+        for m in c.mounts:
+            if m.get("Type") == "volume" and m.get("Name"):
+                with contextlib.suppress(Exception):
+                    self.daemon.volumes.unmount(m["Name"], c.id)
         await asyncio.to_thread(umount_rootfs, c.rootfs)
 
     def _resolve(
@@ -822,12 +783,19 @@ class ContainerManager(Component):
             c.manually_stopped = True
         if c.paused and sig == signals.SIGKILL:
             await self.runtime.resume(c.id)
+        waiter = self._exit_future(c) if sig == signals.SIGKILL else None
         try:
             await self._signal(c, sig)
         except Conflict:
             raise Conflict(
                 f"Cannot kill container: {c.id}: Container {c.id} is not running"
             ) from None
+        if waiter is not None:
+            # As dockerd: after SIGKILL the answer waits for the exit, so
+            # `docker kill x; docker rm x` finds the container stopped.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), KILL_WAIT)
+            await self._removed_or_settled(c)
 
     async def restart(self, c: Container, timeout: int | None = None) -> None:
         with contextlib.suppress(NotModified):
@@ -923,10 +891,8 @@ class ContainerManager(Component):
         if volumes:
             self._remove_anonymous_volumes(c)
         self._locks.pop(c.id, None)
-        removed_hook = getattr(self.attach, "container_removed", None)
-        if removed_hook is not None:
-            with contextlib.suppress(Exception):
-                removed_hook(c)
+        with contextlib.suppress(Exception):
+            self.attach.container_removed(c)
         self._publish(c, "destroy")
         self._resolve(self._exit_waiters, c, c.exit_code)
         self._resolve(self._remove_waiters, c, c.exit_code)
@@ -941,9 +907,7 @@ class ContainerManager(Component):
             c.exit_file.unlink()
 
     def _remove_anonymous_volumes(self, c: Container) -> None:
-        store = getattr(self.daemon, "volumes", None)
-        if store is None or not hasattr(store, "remove"):
-            return
+        store = self.daemon.volumes
         for m in c.mounts:
             name = m.get("Name") or ""
             if m.get("Type") != "volume" or not name:
@@ -1191,8 +1155,15 @@ def _normalize_resources(host_config: dict[str, Any], updating: bool = False) ->
     if shares < 0:
         raise InvalidParameter("invalid CPU shares: must be positive")
     pids = host_config.get("PidsLimit")
-    if pids is not None and int(pids) < 0:
-        host_config["PidsLimit"] = 0 if not updating else pids
+    if pids is not None and int(pids) <= 0 and not updating:
+        # dockerd stores "no limit" as null; update keeps -1 (unlimited).
+        host_config["PidsLimit"] = None
+    if not updating and not host_config.get("Privileged"):
+        # Inspect shows the paths really masked, as dockerd does.
+        if host_config.get("MaskedPaths") is None:
+            host_config["MaskedPaths"] = list(MASKED_PATHS)
+        if host_config.get("ReadonlyPaths") is None:
+            host_config["ReadonlyPaths"] = list(READONLY_PATHS)
     host_config.setdefault("NetworkMode", "default")
     if host_config.get("NetworkMode") in ("", None):
         host_config["NetworkMode"] = "default"
@@ -1228,58 +1199,6 @@ def _normalize_resources(host_config: dict[str, Any], updating: bool = False) ->
             "Type": "json-file",
             "Config": log_config.get("Config") or {},
         }
-
-
-def _empty_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
-    mode = host_config.get("NetworkMode") or "default"
-    network = "bridge" if mode == "default" else mode
-    return {
-        "Bridge": "",
-        "SandboxID": "",
-        "SandboxKey": "",
-        "HairpinMode": False,
-        "LinkLocalIPv6Address": "",
-        "LinkLocalIPv6PrefixLen": 0,
-        "Ports": {},
-        "SecondaryIPAddresses": None,
-        "SecondaryIPv6Addresses": None,
-        "EndpointID": "",
-        "Gateway": "",
-        "GlobalIPv6Address": "",
-        "GlobalIPv6PrefixLen": 0,
-        "IPAddress": "",
-        "IPPrefixLen": 0,
-        "IPv6Gateway": "",
-        "MacAddress": "",
-        "Networks": {network: {"IPAMConfig": None, "Links": None, "Aliases": None,
-                               "NetworkID": "", "EndpointID": "", "Gateway": "",
-                               "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                               "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                               "MacAddress": "", "DriverOpts": None, "DNSNames": None}},
-    }  # fmt: skip
-
-
-def _write_etc_files(c: Container) -> dict[str, Path]:
-    """/etc files when no network component writes them (until it lands)."""
-    hostname = c.config.get("Hostname") or c.id[:12]
-    hosts = c.dir / "hosts"
-    hosts.write_text(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname}\n"
-    )
-    hostname_file = c.dir / "hostname"
-    hostname_file.write_text(hostname + "\n")
-    resolv = c.dir / "resolv.conf"
-    try:
-        text = Path("/etc/resolv.conf").read_text()
-    except OSError:
-        text = ""
-    resolv.write_text(text)
-    return {
-        "/etc/hosts": hosts,
-        "/etc/hostname": hostname_file,
-        "/etc/resolv.conf": resolv,
-    }
 
 
 def _start_exit_code(message: str) -> int:

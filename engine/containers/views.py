@@ -39,9 +39,10 @@ def graph_driver(c: Container, lower: list[str]) -> dict[str, Any]:
 
 def ports(c: Container) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    # Only what the network reports: a created or exited container lists
+    # no ports, as with dockerd (its Ports map is empty until it runs).
     bound = (c.network_settings or {}).get("Ports") or {}
-    exposed = set((c.config.get("ExposedPorts") or {}).keys()) | set(bound.keys())
-    for key in sorted(exposed):
+    for key in sorted(bound):
         number, _, proto = key.partition("/")
         if not number.isdigit():
             continue

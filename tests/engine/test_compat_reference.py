@@ -9,9 +9,6 @@ registries from tests/support/registry.py) with the real clients against a
 dockyard-engine of its own, and checks the exit codes and the output dockerd
 gave for them (compared by hand against dockerd 20.10; what differs on
 purpose, such as API 1.47 fields, is not asserted).
-
-Gaps that belong to files this sweep does not own are strict xfails at the
-end, each naming what is missing.
 """
 
 from __future__ import annotations
@@ -1033,11 +1030,6 @@ def test_compose_1_29_up_ps_logs_down(dy: EngineProcess, tmp_path: Path) -> None
 # -- gaps in files this sweep does not own (engine/containers/...) --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/containers/manager.py kill(): a SIGKILL does not wait for the "
-    "exit as dockerd does, so `docker kill X; docker rm X` fails",
-)
 def test_kill_waits_for_the_exit(dy: EngineProcess) -> None:
     ok(dy, "run", "-d", "--name", "killed", BUSYBOX, "sleep", "100")
     try:
@@ -1055,12 +1047,6 @@ def test_init_layer_files(dy: EngineProcess) -> None:
     assert ".dockerenv" in listing.split() and "mtab" in listing.split()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/containers/views.py (or manager create): HostConfig.PidsLimit 0 "
-    "is shown as 0, dockerd stores <= 0 as null; MaskedPaths/ReadonlyPaths are "
-    "null where dockerd shows the defaults it applied",
-)
 def test_inspect_normalised_host_config(dy: EngineProcess) -> None:
     ok(dy, "create", "--name", "normal", BUSYBOX, "true")
     try:
@@ -1072,12 +1058,6 @@ def test_inspect_normalised_host_config(dy: EngineProcess) -> None:
         dy.docker("rm", "-f", "normal")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/containers/views.py ports(): ExposedPorts are listed for "
-    "created and exited containers; dockerd lists NetworkSettings.Ports only "
-    "(empty until the container runs), so `docker ps -a` shows no PORTS for them",
-)
 def test_ps_ports_of_a_created_container(dy: EngineProcess) -> None:
     ok(dy, "create", "--name", "unstarted", "-p", f"{free_port()}:80", BUSYBOX, "true")
     try:

@@ -193,11 +193,11 @@ def test_ps_formats_and_filters(engine: EngineProcess, busybox: str) -> None:
             return out.stdout.split()
 
         assert names("exited=3", "label=team") == ["psdone"]
-        assert names("status=running", "name=ps") == ["pslive"]
+        assert names("status=running", "label=team") == ["pslive"]
         assert names("label=team=b") == ["pslive"]
         assert "psdone" in names("ancestor=" + busybox)
-        assert names("since=psdone", "name=ps") == ["pslive"]
-        assert names("before=pslive", "name=ps") == ["psdone"]
+        assert names("since=psdone", "label=team") == ["pslive"]
+        assert names("before=pslive", "label=team") == ["psdone"]
         sized = engine.docker("ps", "-a", "-s", "--filter", "name=psdone", "--format",
                               "{{.Size}}", check=True)  # fmt: skip
         assert "virtual" in sized.stdout
