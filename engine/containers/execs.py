@@ -309,6 +309,10 @@ class ExecManager:
             raise NotFound(f"No such exec instance: {exec_id}")
         return ex
 
+    def forget(self, ex: ExecInstance) -> None:
+        """Drop a finished exec from the table (health probes, for one)."""
+        self._execs.pop(ex.id, None)
+
     def _prune(self) -> None:
         now = time.time()
         for key, ex in list(self._execs.items()):

@@ -329,7 +329,7 @@ class HealthMonitor:
                 if ex.conn is not None:
                     ex.conn.close()
                 # Probes are not shown as the container's execs afterwards.
-                getattr(execs, "_execs", {}).pop(ex.id, None)
+                execs.forget(ex)
         end = end or now_rfc3339()
         return {"Start": start, "End": end, "ExitCode": code, "Output": text}
 
