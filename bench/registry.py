@@ -1,13 +1,14 @@
 """Push and pull throughput against a local registry: Dockyard vs dockerd.
 
-    sudo .venv/bin/python -m bench.registry [--layers 5] [--layer-mb 40]
+    sudo .venv/bin/python -m bench.registry [--layers 5] [--layer-mb 40] [--runs 3]
 
 One run starts Debian's docker-registry on loopback, a Dockyard engine and
 Debian's dockerd (as ``/work/shared/tools/dockerd-anchor.sh`` does, but with
 ``--bridge=none``: pushes and pulls need no container network, and the
 anchor's fixed bridge may be in use by another benchmark), loads the same
 multi-layer image of random data (about 200 MB) into both, and times with
-the real docker CLI, for each engine:
+the real docker CLI, for each engine, in rounds that alternate which engine
+goes first, each round against a fresh registry:
 
 - push: ``docker push`` of the loaded image (every layer compressed and
   uploaded, as neither engine has pushed it before);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,7 @@ def docker(host: str, config: Path, *args: str, timeout: float = 600) -> float:
 def measure(
     name: str, host: str, work: Path, archive: Path, ref: str, repo: str
 ) -> dict[str, float]:
+    """One round for one engine: push the loaded image, then rmi and pull it."""
     config = work / f"{name}-cli"
     config.mkdir(exist_ok=True)
     docker(host, config, "load", "-i", str(archive))
@@ -121,6 +124,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=5)
     parser.add_argument("--layer-mb", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-dockerd", action="store_true")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -137,51 +141,59 @@ def main() -> int:
         base=busybox_rootfs_tar(),
     )
     mb = size / 1e6
-    print(f"image: {args.layers + 1} layers, {mb:.0f} MB")
+    print(f"image: {args.layers + 1} layers, {mb:.0f} MB; {args.runs} rounds")
 
-    registry = RegistryProcess(work / "registry")
     engine = EngineProcess(
         root=work / "dockyard",
         extra_args=["--bridge-name", "dyregb0", "--bip", "172.29.251.1/24"],
     )
     dockerd = Dockerd(work / "dockerd")
-    results: dict[str, dict[str, float]] = {}
+    hosts = {"dockyard": engine.host}
+    results: dict[str, list[dict[str, float]]] = {"dockyard": []}
     try:
-        registry.start()
         engine.start()
-        results["dockyard"] = measure(
-            "dockyard",
-            engine.host,
-            work,
-            archive,
-            ref,
-            f"{registry.host}/bench/dockyard",
-        )
-        engine.stop()
         if not args.skip_dockerd:
             dockerd.start()
-            results["dockerd"] = measure(
-                "dockerd",
-                dockerd.host,
-                work,
-                archive,
-                ref,
-                f"{registry.host}/bench/dockerd",
-            )
+            hosts["dockerd"] = dockerd.host
+            results["dockerd"] = []
+        for round_ in range(args.runs):
+            # A fresh registry each round: every blob is uploaded again, no
+            # engine can mount it from an earlier push.
+            registry = RegistryProcess(work / f"registry-{round_}")
+            registry.start()
+            try:
+                names = list(hosts)
+                if round_ % 2:
+                    names.reverse()
+                for name in names:
+                    repo = f"{registry.host}/bench/{name}"
+                    results[name].append(
+                        measure(name, hosts[name], work, archive, ref, repo)
+                    )
+            finally:
+                registry.stop()
     finally:
         engine.stop()
         dockerd.stop()
-        registry.stop()
         subprocess.run(["umount", "-R", str(work)], check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    print(
-        f"{'engine':10} {'push s':>8} {'push MB/s':>10} {'pull s':>8} {'pull MB/s':>10}"
-    )
-    for name, times in results.items():
+    print(f"{'engine':10} {'push MB/s':>10} {'pull MB/s':>10}  (medians)")
+    medians: dict[str, dict[str, float]] = {}
+    for name, rounds in results.items():
+        medians[name] = {
+            kind: statistics.median(r[kind] for r in rounds)
+            for kind in ("push", "pull")
+        }
         print(
-            f"{name:10} {times['push']:8.2f} {mb / times['push']:10.1f}"
-            f" {times['pull']:8.2f} {mb / times['pull']:10.1f}"
+            f"{name:10} {mb / medians[name]['push']:10.1f}"
+            f" {mb / medians[name]['pull']:10.1f}"
+        )
+    if "dockerd" in medians:
+        ours, theirs = medians["dockyard"], medians["dockerd"]
+        print(
+            f"{'ratio':10} {theirs['push'] / ours['push']:9.2f}x"
+            f" {theirs['pull'] / ours['pull']:9.2f}x  (throughput, dockyard / dockerd)"
         )
     return 0
 
