@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import shutil
 import subprocess
 import time
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from desktop.machine import accel
 from desktop.machine.backend import VMConfig
 from desktop.machine.errors import BackendError
 from desktop.machine.files import MachineDir
@@ -48,7 +48,8 @@ def libvirt_uri() -> str:
 def domain_xml(config: VMConfig, name: str | None = None, probe: bool = False) -> str:
     """The libvirt domain XML for ``config`` (pure: tests check it as text)."""
     dirs = config.dirs
-    dom_type = "kvm" if config.accelerator == "kvm" else "qemu"
+    # libvirt names HVF's domain type after it; anything else runs as TCG.
+    dom_type = config.accelerator if config.accelerator in ("kvm", "hvf") else "qemu"
     name = name or dirs.domain_name
     disks = ""
     filesystems = ""
@@ -81,7 +82,7 @@ def domain_xml(config: VMConfig, name: str | None = None, probe: bool = False) -
     hostfwd = "" if probe else f",hostfwd=tcp:127.0.0.1:{config.ssh_port}-:22"
     cpu = (
         "<cpu mode='host-passthrough'/>"
-        if dom_type == "kvm"
+        if dom_type != "qemu"
         else "<cpu mode='maximum'/>"
     )
     return f"""<domain type='{dom_type}' xmlns:qemu='{QEMU_NS}'>
@@ -165,67 +166,11 @@ class QemuBackend:
             raise BackendError(f"libvirt: {err}") from err
 
     def accelerators(self) -> list[str]:
-        return ["kvm"] if os.path.exists("/dev/kvm") else []
+        return accel.candidates()
 
     def probe(self, accelerator: str, config: VMConfig, timeout: float) -> bool:
-        """Boot the kernel alone under ``accelerator`` (no root: it panics).
-
-        A working accelerator reaches the kernel's panic in about a second.
-        Where /dev/kvm opens but cannot run a guest (nested setups), QEMU
-        stops in the firmware and libvirt's createXML hangs for a minute, so
-        the probe runs QEMU itself, bounded by ``timeout``.
-        """
-        argv = [
-            "qemu-system-x86_64",
-            "-accel",
-            accelerator,
-            "-M",
-            "q35",
-            "-m",
-            "256",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-kernel",
-            str(config.kernel),
-            "-append",
-            "console=ttyS0 panic=-1 loglevel=4",
-        ]
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        except OSError as err:
-            log.info("accelerator %s: cannot run QEMU: %s", accelerator, err)
-            return False
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        output = b""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-                chunk = proc.stdout.read() if ready else b""
-                output += chunk or b""
-                if b"Kernel panic" in output:
-                    return True
-                if ready and not chunk and proc.poll() is not None:
-                    break
-            tail = output.decode(errors="replace").strip().splitlines()[-1:]
-            log.info(
-                "accelerator %s does not boot a kernel here: %s", accelerator, tail
-            )
-            return False
-        finally:
-            proc.kill()
-            proc.wait()
+        """Boot the kernel alone under ``accelerator`` (see ``accel``)."""
+        return accel.probe(accelerator, config.kernel, timeout)
 
     def start(self, config: VMConfig) -> None:
         import libvirt
