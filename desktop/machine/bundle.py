@@ -1,11 +1,22 @@
 """The engine as a wheel the guest can install without a network or pip.
 
-The host packs the ``engine`` package it runs from (a checkout or an
-installed dockyard) into a pure-Python wheel whose version carries a hash of
-the engine's files: ``dockyard_engine-0.1.0+g1a2b3c4d5e6f-py3-none-any.whl``.
-The guest unpacks it (a pure wheel is a zip of the installed tree) next to
-Debian's python3-pyroute2 and python3-zstandard, and the host reinstalls it
-whenever the hash differs from the one the guest reports.
+Two sources, one shape (a pure wheel is a zip of the installed tree, so the
+guest unpacks it next to Debian's python3-pyroute2 and python3-zstandard):
+
+- run from a checkout or a pip install, the host packs the ``engine``
+  package it runs from into ``dockyard_engine-0.1.0+g1a2b3c4d5e6f-py3-none-any.whl``,
+  the version carrying a hash of the engine's files;
+- run from the PyInstaller bundle, there are no ``.py`` files beside
+  ``engine.__file__`` (the package lives in PyInstaller's archive), so the
+  wheel the bundle ships (``_internal/engine/dockyard-<version>-py3-none-any.whl``,
+  see docs/INSTALLERS.md) is used as it is, and its version is
+  ``0.1.0+w<hash of the wheel file>``: every build of the bundle differs.
+
+The host reinstalls the engine whenever that version differs from the one the
+guest reports::
+
+    if guest_version != engine_version():
+        upload(build_wheel(cache_dir))
 """
 
 from __future__ import annotations
@@ -19,8 +30,30 @@ import zipfile
 from pathlib import Path
 
 import engine
+from desktop.machine.errors import MachineError
 
 PACKAGE_DATA = (".py", ".json", ".sh", ".xml")
+# Where the installers put the guest's wheel, under sys._MEIPASS.
+SHIPPED_WHEEL_DIR = "engine"
+SHIPPED_WHEEL_GLOB = "dockyard-*-py3-none-any.whl"
+
+
+def shipped_wheel() -> Path | None:
+    """The wheel inside a PyInstaller bundle; None when not frozen.
+
+    Raises ``MachineError`` when the bundle carries none (a broken install).
+    """
+    if not getattr(sys, "frozen", False):
+        return None
+    folder = Path(getattr(sys, "_MEIPASS", Path(sys.executable).parent)) / (
+        SHIPPED_WHEEL_DIR
+    )
+    wheels = sorted(folder.glob(SHIPPED_WHEEL_GLOB))
+    if not wheels:
+        raise MachineError(
+            f"this Dockyard bundle carries no engine wheel in {folder}: reinstall Dockyard"
+        )
+    return wheels[-1]
 
 
 def engine_files() -> list[tuple[str, Path]]:
@@ -38,11 +71,22 @@ def engine_files() -> list[tuple[str, Path]]:
 
 
 def engine_version() -> str:
-    """``<engine version>+g<hash of the files>``: changes with any edit."""
+    """The version the guest must report: changes with any edit or new bundle.
+
+    ``<engine version>+g<hash of the sources>``, or ``+w<hash of the wheel>``
+    in a bundle. Raises ``MachineError`` for a bundle without its wheel.
+    """
+    base = getattr(engine, "__version__", "0")
+    wheel = shipped_wheel()
+    if wheel is not None:
+        digest = hashlib.sha256()
+        with wheel.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return f"{base}+w{digest.hexdigest()[:12]}"
     digest = hashlib.sha256()
     for name, path in engine_files():
         digest.update(name.encode() + b"\0" + path.read_bytes())
-    base = getattr(engine, "__version__", "0")
     return f"{base}+g{digest.hexdigest()[:12]}"
 
 
@@ -74,7 +118,16 @@ def _compiled(path: Path, name: str) -> tuple[str, bytes] | None:
 
 
 def build_wheel(out_dir: Path) -> Path:
-    """Write the engine wheel into ``out_dir`` (reused when present); return it."""
+    """The engine wheel to upload: the bundle's own, or one packed into ``out_dir``.
+
+    A packed wheel is reused while the sources are unchanged. The bundle's
+    wheel has no bytecode (pip does not add it); the guest's Python writes
+    it beside the sources on the data disk at the engine's first start.
+    Raises ``MachineError`` for a bundle without its wheel.
+    """
+    shipped = shipped_wheel()
+    if shipped is not None:
+        return shipped
     version = engine_version()
     dist = f"dockyard_engine-{version}"
     target = out_dir / f"{dist}-py3-none-any.whl"
