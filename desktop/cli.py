@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if cmd == "start":
         machine.start(progress=_print_event)
         print(f"\nmachine {machine.name} is running. Point docker at it with:")
-        print(f"  export DOCKER_HOST={machine.docker_host}")
+        for key, value in machine.docker_env().items():
+            print(f"  export {key}={shlex.quote(value)}")
         print(f"or: docker context use {machine.context_name}")
     elif cmd == "stop":
         machine.stop()
@@ -154,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  error     {st.error}")
         print(f"  log       {st.log_path}")
     elif cmd == "env":
-        print(f"export DOCKER_HOST={machine.docker_host}")
+        for key, value in machine.docker_env().items():
+            print(f"export {key}={shlex.quote(value)}")
         print(
             f'# run: eval "$(dockyard machine env{"" if machine.name == "default" else " " + machine.name})"'
         )

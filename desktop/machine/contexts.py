@@ -43,3 +43,6 @@ def write_context(name: str, host: str, machine: str) -> Path:
 
 def remove_context(name: str) -> None:
     shutil.rmtree(context_dir(name), ignore_errors=True)
+    # A TLS context's client files (contexts_tls) live beside the metadata.
+    tls = docker_config_dir() / "contexts" / "tls" / context_dir(name).name
+    shutil.rmtree(tls, ignore_errors=True)

@@ -4,8 +4,10 @@
 detached; it writes ``forwarder.pid`` and, over one SSH connection to the
 guest (pinned host key):
 
-- serves ``docker.sock`` on the host: each client connection becomes a
-  ``direct-tcpip`` channel to the engine on the guest's 127.0.0.1:2375;
+- serves the engine's API on the host (``docker.sock``; a named pipe or
+  loopback TCP with mutual TLS, see ``api_listener``), recorded in
+  ``api.json``: each client connection becomes a ``direct-tcpip`` channel
+  to the engine on the guest's 127.0.0.1:2375;
 - follows the engine's ``/events``; on every container start or stop it
   reads ``/containers/json`` and opens or closes host listeners so that
   ``-p 8080:80`` answers on the host's 8080 (TCP over SSH channels; UDP
@@ -32,7 +34,7 @@ from typing import Any
 
 import paramiko
 
-from desktop.machine import ssh
+from desktop.machine import api_listener, ssh
 from desktop.machine.backend import get_backend
 from desktop.machine.errors import MachineError
 from desktop.machine.files import MachineDir, MachineRecord, RunRecord, write_json
@@ -147,21 +149,26 @@ class Forwarder:
     # -- API socket -------------------------------------------------------
 
     def serve_socket(self) -> None:
-        path = self.dirs.socket
-        path.unlink(missing_ok=True)
-        server = socket.socket(socket.AF_UNIX)
-        server.bind(str(path))
-        os.chmod(path, 0o660)
-        server.listen(64)
-        self.api_server = server
-        while not self.stopping.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                break
-            threading.Thread(
-                target=self._proxy, args=(conn, ENGINE_ADDR), daemon=True
-            ).start()
+        # api.json outlives a stop: the next start keeps the same TLS port,
+        # so a DOCKER_HOST from ``machine env`` stays right.
+        endpoint_file = self.dirs.root / "api.json"
+        previous = api_listener.Endpoint.load(endpoint_file)
+        port = (
+            int(previous.host.rpartition(":")[2])
+            if previous and previous.kind == "tls"
+            else 0
+        )
+        listener = api_listener.listen(
+            None,
+            root=self.dirs.root,
+            socket=self.dirs.socket,
+            name=self.dirs.name,
+            proxy=lambda conn: self._proxy(conn, ENGINE_ADDR),
+            port=port,
+        )
+        api_listener.endpoint_of(listener).save(endpoint_file)
+        self.api_listener = listener
+        listener.serve()
 
     def _proxy(self, conn: socket.socket, addr: tuple[str, int]) -> None:
         try:
@@ -379,12 +386,9 @@ class Forwarder:
         for key in list(self.listeners):
             with contextlib.suppress(Exception):
                 self._close(key)
-        server = getattr(self, "api_server", None)
-        if server is not None:
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_RDWR)
-            server.close()
-        self.dirs.socket.unlink(missing_ok=True)
+        listener = getattr(self, "api_listener", None)
+        if listener is not None:
+            listener.close()  # removes docker.sock if it is still this one's
         self.dirs.ports.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             if self.dirs.forwarder_pid.read_text().strip() == str(os.getpid()):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import platformdirs
 
-from desktop.machine import contexts, ssh
+from desktop.machine import api_listener, contexts, contexts_tls, ssh
 from desktop.machine.backend import Backend, VMConfig, get_backend
 from desktop.machine.errors import (
     AcceleratorError,
@@ -221,8 +221,23 @@ class Machine:
         return self.dirs.log
 
     @property
+    def endpoint(self) -> api_listener.Endpoint:
+        """How clients reach the engine: ``api.json`` as the forwarder wrote it.
+
+        The unix socket until a forwarder has written one (Linux and macOS
+        always serve that; Windows serves a named pipe or TLS).
+        """
+        return api_listener.Endpoint.load(
+            self.dirs.root / "api.json"
+        ) or api_listener.Endpoint("unix", f"unix://{self.dirs.socket}")
+
+    @property
     def docker_host(self) -> str:
-        return f"unix://{self.dirs.socket}"
+        return self.endpoint.host
+
+    def docker_env(self) -> dict[str, str]:
+        """``DOCKER_HOST`` and, for a TLS endpoint, its certificate variables."""
+        return self.endpoint.env()
 
     @property
     def context_name(self) -> str:
@@ -402,11 +417,15 @@ class Machine:
             done("SSH handshake with the pinned host key")
 
             stage("engine", "setting the clock, mounting shares, checking the engine")
+            # The forwarder's Python start and its own SSH handshake overlap
+            # this stage; the forward stage still ends only when /_ping
+            # answers through the host socket.
+            self._spawn_forwarder()
             version = self._provision(client, spec)
             done(f"engine {version} answers")
 
             stage("forward", f"forwarding the API socket to {self.dirs.socket}")
-            self._start_forwarder()
+            self._wait_forwarder()
             done("docker.sock forwarded")
 
             run.state = "running"
@@ -414,7 +433,12 @@ class Machine:
             run.started_at = time.time()
             run.save(self.dirs.run)
             with contextlib.suppress(OSError):
-                contexts.write_context(self.context_name, self.docker_host, self.name)
+                contexts_tls.write_machine_context(
+                    self.context_name,
+                    self.dirs.root,
+                    f"unix://{self.dirs.socket}",
+                    self.name,
+                )
             total = time.monotonic() - began
             self._log(f"[ready] machine {self.name} is running ({total:.1f} s)")
             progress(
@@ -498,7 +522,8 @@ class Machine:
                 f"mkdir -p {path} && (mountpoint -q {path} || "
                 f"mount -t 9p -o {NINEP_OPTIONS} dyshare{index} {path})"
             )
-        script.append("(fstrim /mnt/data >/dev/null 2>&1 &)")
+        # Later, not while the engine imports (the disk also discards online).
+        script.append("((sleep 60; fstrim /mnt/data) </dev/null >/dev/null 2>&1 &)")
         script.append(f"cat {GUEST_ENGINE_DIR}/current/VERSION 2>/dev/null || true")
         try:
             installed = ssh.run(
@@ -537,19 +562,24 @@ class Machine:
                     return version
             except Exception as err:
                 last = str(err)
-            time.sleep(0.3)
+            time.sleep(0.15)
         tail = ssh.run(client, "tail -n 15 /run/dockyard/engine.log", check=False)  # type: ignore[arg-type]
         raise EngineError(
             f"the engine did not answer /_ping ({last}); its log ends: {tail.strip()}"
         )
 
     def _start_forwarder(self) -> None:
+        self._spawn_forwarder()
+        self._wait_forwarder()
+
+    def _spawn_forwarder(self) -> None:
+        """Start the forwarder daemon detached; ``_wait_forwarder`` checks it."""
         self.dirs.socket.unlink(missing_ok=True)
         log_file = self.dirs.forwarder_log.open("a")
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "desktop.machine.forwarder", str(self.dirs.root)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -559,13 +589,23 @@ class Machine:
             close_fds=True,
         )
         log_file.close()
+        # Written here as well as by the forwarder: a start that fails before
+        # the forwarder got that far must still find it to stop it.
+        self.dirs.forwarder_pid.write_text(f"{proc.pid}\n")
+
+    def _wait_forwarder(self) -> None:
+        """Block until ``/_ping`` answers through the forwarder's endpoint.
+
+        The endpoint is read from ``api.json`` on each try: the forwarder
+        rewrites it once it listens. Raises ``ForwardError``.
+        """
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if _ping_unix(self.dirs.socket):
+            if api_listener.ping(self.endpoint, timeout=2.0):
                 return
             time.sleep(0.1)
         raise ForwardError(
-            f"the forwarder did not serve {self.dirs.socket}; see {self.dirs.forwarder_log}"
+            f"the forwarder did not serve {self.docker_host}; see {self.dirs.forwarder_log}"
         )
 
     # -- stop -------------------------------------------------------------
@@ -740,13 +780,3 @@ def _ping_over_ssh(client: object) -> bool:
         return _http_ping(channel)
     finally:
         channel.close()
-
-
-def _ping_unix(path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(5)
-            s.connect(str(path))
-            return _http_ping(s)
-    except OSError:
-        return False

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import select
+import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +29,14 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 HOST_ALIAS_PREFIX = "dockyard-"
+# Under TCG the guest's sshd spends most of each forwarded byte on the MAC:
+# SHA-512 runs ~1.6x faster than SHA-256 in software on 64-bit (measured
+# through the SSH path: 17-23 MB/s against 11-12), and encrypt-then-MAC is
+# the sounder construction anyway. The rest of paramiko's list follows.
+PREFERRED_MACS = ("hmac-sha2-512-etm@openssh.com", "hmac-sha2-256-etm@openssh.com")
+# wait_for_ssh: a new probe connection this often, each kept this long.
+PROBE_INTERVAL = 0.25
+PROBE_LIFETIME = 8.0
 
 
 def generate_keypair(private_path: Path, comment: str) -> str:
@@ -65,9 +76,16 @@ class PinnedKeyPolicy(paramiko.MissingHostKeyPolicy):
 
 
 def connect(
-    key_path: Path, known_hosts: Path, port: int, timeout: float = 10.0
+    key_path: Path,
+    known_hosts: Path,
+    port: int,
+    timeout: float = 10.0,
+    sock: socket.socket | None = None,
 ) -> paramiko.SSHClient:
-    """An authenticated client for root@127.0.0.1:port; raises paramiko/OSError."""
+    """An authenticated client for root@127.0.0.1:port (over ``sock`` if given).
+
+    Raises paramiko's exceptions or OSError.
+    """
     client = paramiko.SSHClient()
     host_key = pinned_key(known_hosts)
     client.get_host_keys().add(f"[127.0.0.1]:{port}", host_key.get_name(), host_key)
@@ -82,11 +100,22 @@ def connect(
         auth_timeout=timeout,
         allow_agent=False,
         look_for_keys=False,
+        sock=sock,
+        transport_factory=_transport,
     )
     transport = client.get_transport()
     if transport is not None:
         transport.set_keepalive(15)
     return client
+
+
+def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's transport with ``PREFERRED_MACS`` first."""
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    rest = [mac for mac in options.digests if mac not in PREFERRED_MACS]
+    options.digests = [*PREFERRED_MACS, *rest]
+    return transport
 
 
 def wait_for_ssh(
@@ -96,27 +125,62 @@ def wait_for_ssh(
     deadline: float,
     alive: object = None,
 ) -> paramiko.SSHClient:
-    """Retry ``connect`` until the guest answers an SSH handshake.
+    """Wait for the guest's sshd, then complete one handshake with it.
 
-    QEMU's user network accepts TCP connections before the guest listens, so
-    only a completed handshake proves sshd is up. ``alive`` is a callable
-    returning False when the VM died (stop waiting early). Raises TimeoutError
-    or the last connection error.
+    QEMU's user network accepts a TCP connection at once and only then
+    passes it to the guest: refused (EOF) while nothing listens, but held
+    for seconds, until QEMU resends the SYN, while the guest's NIC is not up
+    yet. So a fresh probe connection opens every ``PROBE_INTERVAL`` and the
+    first one that receives sshd's banner carries the handshake; only that
+    proves sshd is up. ``alive`` is a callable returning False when the VM
+    died (stop waiting early). Raises TimeoutError or the handshake's error.
     """
+    probes: dict[socket.socket, float] = {}
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        if callable(alive) and not alive():
-            raise ConnectionError("the VM stopped while waiting for SSH")
-        try:
-            return connect(key_path, known_hosts, port, timeout=5.0)
-        except paramiko.BadHostKeyException:
-            raise
-        except paramiko.AuthenticationException:
-            raise
-        except (TimeoutError, OSError, EOFError, paramiko.SSHException) as err:
-            last = err
-            log.debug("ssh not ready: %s", err)
-            time.sleep(0.3)
+    next_probe = next_alive_check = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if callable(alive) and now >= next_alive_check:
+                if not alive():
+                    raise ConnectionError("the VM stopped while waiting for SSH")
+                next_alive_check = now + 1.0
+            if now >= next_probe:
+                next_probe = now + PROBE_INTERVAL
+                try:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                    probes[sock] = now
+                except OSError as err:
+                    last = err
+            for sock, opened in list(probes.items()):
+                if now - opened > PROBE_LIFETIME:
+                    del probes[sock]
+                    sock.close()
+            if not probes:
+                time.sleep(max(0.0, next_probe - time.monotonic()))
+                continue
+            wait = max(0.0, next_probe - time.monotonic())
+            ready, _, _ = select.select(list(probes), [], [], wait)
+            for sock in ready:
+                del probes[sock]
+                try:
+                    banner = sock.recv(4, socket.MSG_PEEK)
+                except OSError:
+                    banner = b""
+                if not banner:  # nothing listens in the guest yet
+                    sock.close()
+                    continue
+                try:
+                    return connect(key_path, known_hosts, port, timeout=10.0, sock=sock)
+                except (paramiko.BadHostKeyException, paramiko.AuthenticationException):
+                    raise
+                except (OSError, EOFError, paramiko.SSHException) as err:
+                    last = err
+                    log.debug("ssh not ready: %s", err)
+                    sock.close()
+    finally:
+        for sock in probes:
+            sock.close()
     raise TimeoutError(f"no SSH handshake before the deadline (last error: {last})")
 
 
