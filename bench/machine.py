@@ -1,6 +1,7 @@
 """Benchmark a Dockyard machine: start time by stage, port-forward and share throughput.
 
     sudo .venv/bin/python -m bench.machine [--size-mib 64] [--json out.json]
+        [--warm N] [--starts-only] [--image DIR]
 
 Builds the guest image (cached), creates a throwaway machine under a
 temporary DOCKYARD_HOME, and measures:
@@ -32,6 +33,7 @@ from pathlib import Path
 from desktop.machine import MachineManager, MachineSpec, StageEvent
 from desktop.machine.backend_qemu import ensure_libvirtd
 from tests.support.images import BUSYBOX_REF, busybox_archive
+from vmimage import DEFAULT_CACHE
 
 
 def start_timings(machine) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -46,11 +48,23 @@ def start_timings(machine) -> dict[str, float]:  # type: ignore[no-untyped-def]
         else:
             began[event.stage] = event.elapsed
 
+    installs = _installs(machine)
     t0 = time.monotonic()
     machine.start(progress=progress)
     stages["total"] = round(time.monotonic() - t0, 2)
     stages.pop("ready", None)
+    # Another edit of engine/ between two starts makes a warm start install
+    # the engine again: flag it rather than count it as warm.
+    if _installs(machine) > installs:
+        stages["installed_engine"] = 1.0
     return stages
+
+
+def _installs(machine) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return machine.log_path.read_text().count("[engine] installing engine")
+    except OSError:
+        return 0
 
 
 def docker(machine, *args: str, check: bool = True) -> str:  # type: ignore[no-untyped-def]
@@ -115,7 +129,9 @@ def port_throughput(machine, size: int, bind: str) -> dict[str, float]:  # type:
     sock.close()
     docker(machine, "rm", "-f", "sink", check=False)
 
-    # Container -> host: the container's nc sends zeros.
+    # Container -> host: busybox httpd sends a file in large writes. busybox
+    # nc writes a few KiB at a time, which under TCG caps it at ~6 MB/s
+    # even straight into QEMU's NAT: that measured nc, not the path.
     port = free_port()
     docker(
         machine,
@@ -128,16 +144,26 @@ def port_throughput(machine, size: int, bind: str) -> dict[str, float]:  # type:
         BUSYBOX_REF,
         "sh",
         "-c",
-        f"dd if=/dev/zero bs=1M count={size >> 20} 2>/dev/null | nc -l -p 9000",
+        f"mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count={size >> 20} "
+        "2>/dev/null && httpd -f -p 9000 -h /www",
     )
     time.sleep(2)
-    sock = connect_when_ready(port)
     got = 0
-    t0 = time.monotonic()
-    while data := sock.recv(1 << 20):
-        got += len(data)
-    elapsed = time.monotonic() - t0
-    sock.close()
+    for _ in range(30):  # until httpd answers (the file is written first)
+        sock = connect_when_ready(port)
+        t0 = time.monotonic()
+        got = 0
+        try:
+            sock.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            while data := sock.recv(1 << 20):
+                got += len(data)
+        except OSError:
+            got = 0
+        elapsed = time.monotonic() - t0
+        sock.close()
+        if got >= size:
+            break
+        time.sleep(0.5)
     docker(machine, "rm", "-f", "source", check=False)
     results["container_to_host_MBps"] = round(got / 2**20 / elapsed, 1) if got else 0.0
     return results
@@ -178,6 +204,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.machine")
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--warm", type=int, default=1, help="warm starts to time (the median is kept)"
+    )
+    parser.add_argument(
+        "--starts-only", action="store_true", help="skip the throughput measurements"
+    )
+    parser.add_argument(
+        "--image",
+        type=Path,
+        default=Path(os.environ.get("DOCKYARD_IMAGE", str(DEFAULT_CACHE))),
+        help="guest image cache (built there if stale)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print(
@@ -188,18 +226,31 @@ def main() -> int:
     ensure_libvirtd()
     import vmimage
 
-    vmimage.build(vmimage.DEFAULT_CACHE)
+    vmimage.build(args.image)
     home = Path(tempfile.mkdtemp(prefix="dybench-", dir="/var/tmp"))
     share = Path(tempfile.mkdtemp(prefix="dybshare-", dir="/var/tmp"))
-    manager = MachineManager(home)
+    manager = MachineManager(home, image_dir=args.image)
     results: dict[str, object] = {}
     try:
         machine = manager.create(
             MachineSpec(cpus=2, memory_mib=2048, disk_gib=8, shares=[str(share)])
         )
         results["first_start_s"] = start_timings(machine)
-        machine.stop()
-        results["warm_start_s"] = start_timings(machine)
+        warm = []
+        for _ in range(args.warm):
+            machine.stop()
+            warm.append(start_timings(machine))
+        # The median by total of the truly warm runs; every total is kept
+        # (an "i" marks a reinstall): TCG timings here are noisy.
+        truly = [t for t in warm if "installed_engine" not in t] or warm
+        results["warm_start_s"] = sorted(truly, key=lambda t: t["total"])[
+            len(truly) // 2
+        ]
+        results["warm_totals_s"] = [
+            f"{t['total']}{'i' if 'installed_engine' in t else ''}" for t in warm
+        ]
+        if args.starts_only:
+            return _report(results, args.json)
         tar = busybox_archive(home / "busybox.tar")
         docker(machine, "load", "-i", str(tar))
         size = args.size_mib << 20
@@ -218,9 +269,13 @@ def main() -> int:
                 manager.remove(status.name, force=True)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(share, ignore_errors=True)
+    return _report(results, args.json)
+
+
+def _report(results: dict[str, object], path: Path | None) -> int:
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if path:
+        path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -57,7 +57,9 @@ PACKAGES = [
     "e2fsprogs",
 ]
 
-# Loaded by the initramfs, in dependency order (resolved from modules.dep).
+# Loaded by the initramfs, in dependency order (resolved from modules.dep):
+# only what mounting the root needs. 9p, bridge and netfilter load later
+# from the root, in one modprobe run (dockyard-init's LATE_MODULES).
 INITRAMFS_MODULES = [
     "virtio_pci",
     "virtio_blk",
@@ -66,8 +68,6 @@ INITRAMFS_MODULES = [
     "crc32c_generic",
     "ext4",
     "overlay",
-    "9pnet_virtio",
-    "9p",
 ]
 # Disk drivers of the other hypervisors, loaded only where present
 # (VirtualBox: AHCI; Hyper-V: VMBus storage and network).
@@ -83,6 +83,7 @@ INITRAMFS_OPTIONAL = [
 # Kernel modules kept in the root: the engine's needs (netfilter, bridge,
 # veth, overlay, filesystems), not hardware drivers a VM never sees.
 MODULE_DIRS_KEPT = (
+    "kernel/block",  # t10-pi: sd_mod (VirtualBox's AHCI disks) cannot load without it
     "kernel/fs",
     "kernel/net",
     "kernel/lib",
@@ -375,7 +376,11 @@ def _write_initramfs(root: Path, kernel_version: str, target: Path) -> None:
     moddir = root / "lib/modules" / kernel_version
     available = {p.stem.replace("-", "_") for p in moddir.rglob("*.ko")}
     optional = [m for m in INITRAMFS_OPTIONAL if m in available]
-    order = _module_order(moddir, INITRAMFS_MODULES + optional)
+    required = _module_order(moddir, INITRAMFS_MODULES)
+    # The other hypervisors' drivers load only on their boot disks (which
+    # say dockyard.root=): under QEMU, AHCI probing six empty ports and the
+    # Hyper-V modules failing to bind cost ~1.5 s of TCG boot.
+    extra = [m for m in _module_order(moddir, optional) if m not in required]
     entries: list[tuple[str, bytes | None, int]] = []
     for d in ("bin", "dev", "proc", "sys", "modules"):
         entries.append((d, None, stat.S_IFDIR | 0o755))
@@ -384,16 +389,16 @@ def _write_initramfs(root: Path, kernel_version: str, target: Path) -> None:
     )
     init = (GUEST_DIR / "initramfs-init").read_bytes()
     entries.append(("init", init, stat.S_IFREG | 0o755))
-    names = []
-    for rel in order:
-        name = Path(rel).name
-        names.append(name)
-        entries.append(
-            (f"modules/{name}", (moddir / rel).read_bytes(), stat.S_IFREG | 0o644)
-        )
-    entries.append(
-        ("modules.list", ("\n".join(names) + "\n").encode(), stat.S_IFREG | 0o644)
-    )
+    for list_name, order in (("modules.list", required), ("modules-other.list", extra)):
+        names = []
+        for rel in order:
+            name = Path(rel).name
+            names.append(name)
+            entries.append(
+                (f"modules/{name}", (moddir / rel).read_bytes(), stat.S_IFREG | 0o644)
+            )
+        text = "".join(f"{name}\n" for name in names)
+        entries.append((list_name, text.encode(), stat.S_IFREG | 0o644))
     entries.append(("dev/console", None, stat.S_IFCHR | 0o600))
     target.write_bytes(_cpio(entries))
 

@@ -98,9 +98,39 @@ def test_build_makes_a_bootable_set_of_files() -> None:
         b"Xen" in (out / "vmlinux").read_bytes()[:2_000_000] or manifest.kernel_version
     )
     assert (out / "initramfs.img").read_bytes()[:6] == b"070701"
+    files = _cpio_files((out / "initramfs.img").read_bytes())
+    required = files["modules.list"].decode().split()
+    other = files["modules-other.list"].decode().split()
+    assert "virtio_blk.ko" in required and "ext4.ko" in required
+    # QEMU's boot loads only what mounting the root needs; the AHCI disks of
+    # VirtualBox need sd_mod and its t10-pi (kept in the root since sd_mod
+    # could not load without it), loaded when dockyard.root= says so.
+    assert not {"ahci.ko", "9p.ko"} & set(required)
+    assert {"ahci.ko", "sd_mod.ko", "t10-pi.ko"} <= set(other)
+    assert other.index("t10-pi.ko") < other.index("sd_mod.ko")
+    assert all(f"modules/{name}" in files for name in required + other)
     # ext4 superblock magic at offset 1080.
     with (out / "rootfs.img").open("rb") as f:
         f.seek(1080)
         assert struct.unpack("<H", f.read(2))[0] == 0xEF53
     again = vmimage.build(out)
     assert again.built_at == manifest.built_at
+
+
+def _cpio_files(data: bytes) -> dict[str, bytes]:
+    """Name -> content of a newc cpio archive."""
+    files: dict[str, bytes] = {}
+    offset = 0
+    while data[offset : offset + 6] == b"070701":
+        fields = [
+            int(data[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)
+        ]
+        size, name_size = fields[6], fields[11]
+        name_start = offset + 110
+        name = data[name_start : name_start + name_size - 1].decode()
+        body = name_start + name_size + (-(110 + name_size) % 4)
+        if name == "TRAILER!!!":
+            break
+        files[name] = data[body : body + size]
+        offset = body + size + (-size % 4)
+    return files
