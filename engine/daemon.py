@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
-from engine.build.builder import Builder
 from engine.component import Component
 from engine.config import Config
 from engine.containers.execs import ExecManager
@@ -21,6 +21,9 @@ from engine.images.store import ImageStore
 from engine.network.manager import NetworkManager
 from engine.registry.service import RegistryService
 from engine.storage.volumes import VolumeStore
+
+if TYPE_CHECKING:
+    from engine.build.builder import Builder
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,27 @@ class Daemon:
         self.containers = ContainerManager(self)
         self.execs = ExecManager(self)
         self.registry = RegistryService(self)
-        self.builder = Builder(self)
+        self._builder: Builder | None = None
         self.components: list[Component] = [
             self.images,
             self.volumes,
             self.networks,
             self.containers,
             self.registry,
-            self.builder,
         ]
+
+    @property
+    def builder(self) -> Builder:
+        """The builder, imported and made at the first build request.
+
+        Its modules take about half a second to import in a machine under
+        emulation, which ``dockyard machine start`` would otherwise wait for.
+        """
+        if self._builder is None:
+            from engine.build.builder import Builder
+
+            self._builder = Builder(self)
+        return self._builder
 
     async def start(self) -> None:
         for component in self.components:

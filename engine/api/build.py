@@ -20,9 +20,8 @@ import binascii
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.build.builder import BuildOptions, check_platform
 from engine.errors import InvalidParameter, Unsupported
 from engine.http.server import (
     Request,
@@ -31,6 +30,9 @@ from engine.http.server import (
     StreamResponse,
     json_response,
 )
+
+if TYPE_CHECKING:
+    from engine.build.builder import BuildOptions
 
 routes = RouteTable()
 
@@ -80,6 +82,8 @@ def parse_options(req: Request) -> BuildOptions:
     Raises InvalidParameter for malformed JSON values, Unsupported for an
     option this engine does not implement.
     """
+    from engine.build.builder import BuildOptions, check_platform
+
     for name, flag in UNSUPPORTED.items():
         value = req.arg(name)
         if value and value not in ("0", "false", "False", "default"):

@@ -165,12 +165,12 @@ class Builder(Component):
     def __init__(self, daemon: Any) -> None:
         super().__init__(daemon)
         self.root = self.config.data_root / "builder"
-        self.cache = BuildCache(self.root)
-
-    async def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        # Contexts of builds the engine was stopped in the middle of.
+        # Contexts of builds the engine was stopped in the middle of: made
+        # at the first build after a start (``Daemon.builder``), before any
+        # build of this run has a context there.
         shutil.rmtree(self.root / "tmp", ignore_errors=True)
+        self.cache = BuildCache(self.root)
 
     async def prepare(self, options: BuildOptions, body: AsyncIterator[bytes]) -> Build:
         """Receive the context and parse the Dockerfile, before any output.

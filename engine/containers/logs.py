@@ -21,7 +21,6 @@ import calendar
 import collections
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
@@ -224,7 +223,7 @@ class _Inotify:
     def __init__(self, path: Path) -> None:
         self.fd = -1
         self.changed = asyncio.Event()
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
