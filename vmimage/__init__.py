@@ -7,6 +7,7 @@ See ``vmimage.build`` for the files and how the cache is keyed.
 
 from vmimage.builder import (
     DEFAULT_CACHE,
+    GUEST_ROOT_HOME,
     IMAGE_VERSION,
     BuildError,
     Manifest,
@@ -18,6 +19,7 @@ from vmimage.builder import (
 
 __all__ = [
     "DEFAULT_CACHE",
+    "GUEST_ROOT_HOME",
     "IMAGE_VERSION",
     "BuildError",
     "Manifest",

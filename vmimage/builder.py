@@ -36,6 +36,11 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 IMAGE_VERSION = "1"
+# The guest's root user lives here, not in /root: the host's home is shared
+# at its own path, and a host user who is root (a server, CI) would
+# otherwise shadow the guest's /root, so every SSH command's bash would
+# read the host's .bashrc over 9p and run the host's binaries from its PATH.
+GUEST_ROOT_HOME = "/var/lib/dockyard-root"
 SUITE = "bookworm"
 KERNEL_FLAVOUR = "amd64"
 DEFAULT_CACHE = Path("/var/cache/dockyard/vmimage")
@@ -451,6 +456,7 @@ def _customize(root: Path, kernel_version: str) -> None:
     )
     for d in ("mnt/data", "var/lib/dockyard", "run/dockyard"):
         (root / d).mkdir(parents=True, exist_ok=True)
+    _move_root_home(root)
     # Keys come from the data disk; the package made some at install time.
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
@@ -462,6 +468,24 @@ def _customize(root: Path, kernel_version: str) -> None:
             shutil.rmtree(path)
             path.mkdir()
     (root / "var/log/apt").mkdir(parents=True, exist_ok=True)
+
+
+def _move_root_home(root: Path) -> None:
+    """Give the guest's root user ``GUEST_ROOT_HOME`` with Debian's dot files."""
+    home = root / GUEST_ROOT_HOME.lstrip("/")
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in (".bashrc", ".profile"):
+        source = root / "root" / name
+        if source.exists():
+            shutil.copyfile(source, home / name)
+    passwd = root / "etc/passwd"
+    lines = passwd.read_text().splitlines()
+    for index, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root":
+            fields[5] = GUEST_ROOT_HOME
+            lines[index] = ":".join(fields)
+    passwd.write_text("\n".join(lines) + "\n")
 
 
 def _make_rootfs(root: Path, target: Path) -> None:

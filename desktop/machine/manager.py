@@ -546,10 +546,10 @@ class Machine:
                 ssh.run(
                     client,  # type: ignore[arg-type]
                     f"set -e; cd {GUEST_ENGINE_DIR}; rm -rf new old; "
-                    "python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
+                    "/usr/bin/python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
                     f"incoming.whl new; echo {shlex.quote(version)} > new/VERSION; "
                     "if [ -d current ]; then mv current old; fi; mv new current; rm -rf old incoming.whl; "
-                    "pkill -f '^/usr/bin/python3 -m engine.main' || true",
+                    "kill -HUP 1",  # dockyard-init runs the new engine at once
                 )
             except (RuntimeError, OSError) as err:
                 raise EngineError(f"installing the engine failed: {err}") from err

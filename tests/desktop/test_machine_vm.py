@@ -23,6 +23,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+import vmimage
 from desktop import cli
 from desktop.machine import MachineManager, MachineSpec, MachineState, StageEvent, ssh
 from desktop.machine.backend_qemu import QemuBackend, ensure_libvirtd
@@ -71,8 +72,6 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     if shutil.which("libvirtd") is None or shutil.which("qemu-system-x86_64") is None:
         pytest.skip("needs QEMU and libvirt (scripts/install.sh)")
     ensure_libvirtd()
-    import vmimage
-
     vmimage.build(vmimage.DEFAULT_CACHE)
     # Short paths: the forwarded socket must fit in sun_path.
     home = Path(tempfile.mkdtemp(prefix="dyvm-", dir="/var/tmp"))
@@ -144,13 +143,21 @@ def test_ssh_runs_in_the_guest_with_the_pinned_key(vm: VM) -> None:
     argv = vm.machine.ssh_command()
     assert "StrictHostKeyChecking=yes" in argv
     out = subprocess.run(
-        [*argv, "cat /proc/1/cmdline; uname -r"],
+        [
+            *argv,
+            "cat /proc/1/cmdline; echo; echo $HOME; command -v python3",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "dockyard-init" in out.stdout
+    init, home, python = out.stdout.splitlines()
+    assert "dockyard-init" in init
+    # Not /root: a host user who is root shares /root at its own path, and
+    # its dot files would then set up every SSH command's shell.
+    assert home == vmimage.GUEST_ROOT_HOME
+    assert python == "/usr/bin/python3"
 
 
 def test_ssh_refuses_a_guest_with_another_host_key(vm: VM, tmp_path: Path) -> None:
