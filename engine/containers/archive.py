@@ -500,30 +500,36 @@ class _QueueReader:
         return data
 
 
+def read_table(root: Path, name: str) -> list[list[str]]:
+    """The colon-separated rows of ``name`` (``/etc/passwd``, ``/etc/group``)
+    inside the container's ``root``, resolved without leaving it; [] if absent.
+    """
+    try:
+        root_fd = _open_root(root)
+    except OSError:
+        return []
+    try:
+        fd = open_in_root(root_fd, name, os.O_RDONLY)
+    except OSError:
+        return []
+    finally:
+        os.close(root_fd)
+    with os.fdopen(fd, "r", errors="replace") as f:
+        return [line.rstrip("\n").split(":") for line in f if ":" in line]
+
+
 def _lookup_ids(root: Path, user: str) -> tuple[int, int]:
     """uid and gid of a ``User`` value, from the container's passwd and group."""
     name, _, group = user.partition(":")
-
-    def table(file: str) -> list[list[str]]:
-        root_fd = _open_root(root)
-        try:
-            fd = open_in_root(root_fd, file, os.O_RDONLY)
-        except OSError:
-            return []
-        finally:
-            os.close(root_fd)
-        with os.fdopen(fd, "r", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if ":" in line]
-
     uid = gid = 0
     if name.isdigit():
         uid = int(name)
         gid = uid
-        for entry in table("/etc/passwd"):
+        for entry in read_table(root, "/etc/passwd"):
             if len(entry) > 3 and entry[2] == name and entry[3].isdigit():
                 gid = int(entry[3])
     else:
-        for entry in table("/etc/passwd"):
+        for entry in read_table(root, "/etc/passwd"):
             if entry[0] == name and len(entry) > 3:
                 uid, gid = int(entry[2]), int(entry[3])
                 break
@@ -535,7 +541,7 @@ def _lookup_ids(root: Path, user: str) -> tuple[int, int]:
         if group.isdigit():
             gid = int(group)
         else:
-            for entry in table("/etc/group"):
+            for entry in read_table(root, "/etc/group"):
                 if entry[0] == group and len(entry) > 2:
                     gid = int(entry[2])
                     break

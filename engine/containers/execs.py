@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.containers.archive import read_table
 from engine.containers.attach import (
     bridge,
     config_of,
@@ -186,23 +187,6 @@ def _env_merge(base: list[str], extra: list[str]) -> list[str]:
     return list(merged.values())
 
 
-def _read_table(root: Path, name: str) -> list[list[str]]:
-    from engine.containers.archive import open_in_root
-
-    try:
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return []
-    try:
-        fd = open_in_root(root_fd, name, os.O_RDONLY)
-    except OSError:
-        return []
-    finally:
-        os.close(root_fd)
-    with os.fdopen(fd, "r", errors="replace") as f:
-        return [line.rstrip("\n").split(":") for line in f if ":" in line]
-
-
 def resolve_user(root: Path, user: str) -> dict[str, Any]:
     """An OCI ``process.user`` for ``name``, ``uid``, ``name:group``, ``uid:gid``.
 
@@ -210,7 +194,7 @@ def resolve_user(root: Path, user: str) -> dict[str, Any]:
     Raises InvalidParameter with dockerd's text for an unknown name.
     """
     name, _, group = user.partition(":")
-    passwd = _read_table(root, "/etc/passwd")
+    passwd = read_table(root, "/etc/passwd")
     uid = gid = 0
     login = ""
     if name.isdigit():
@@ -229,7 +213,7 @@ def resolve_user(root: Path, user: str) -> dict[str, Any]:
             raise InvalidParameter(
                 f"unable to find user {name}: no matching entries in passwd file"
             )
-    groups = _read_table(root, "/etc/group")
+    groups = read_table(root, "/etc/group")
     if group:
         if group.isdigit():
             gid = int(group)
