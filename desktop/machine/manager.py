@@ -549,7 +549,12 @@ class Machine:
                     "/usr/bin/python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
                     f"incoming.whl new; echo {shlex.quote(version)} > new/VERSION; "
                     "if [ -d current ]; then mv current old; fi; mv new current; rm -rf old incoming.whl; "
-                    "kill -HUP 1",  # dockyard-init runs the new engine at once
+                    # dockyard-init stops an older engine and runs the new
+                    # one at once; the wait keeps the pings below from
+                    # reaching the old one while it shuts down.
+                    "old=$(cat /run/dockyard/engine.pid 2>/dev/null || true); kill -HUP 1; "
+                    'n=0; while [ -n "$old" ] && kill -0 $old 2>/dev/null && [ $n -lt 300 ]; '
+                    "do sleep 0.1; n=$((n+1)); done",
                 )
             except (RuntimeError, OSError) as err:
                 raise EngineError(f"installing the engine failed: {err}") from err
