@@ -13,6 +13,11 @@ and whose other end is created directly inside the container's namespace as
 
 Netlink replies are fast (well under a millisecond), so callers run these in
 a worker thread only because namespace switching is per-thread.
+
+pyroute2 is imported at first use, on that thread: its package import reads
+every installed distribution's entry points, about a second of a machine's
+start under emulation, which the network manager keeps off the path to the
+engine's first answer.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import logging
 import os
 import threading
 from pathlib import Path
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 # pyroute2 logs every netlink message at debug: thousands of lines per
@@ -39,11 +45,24 @@ class NetworkError(EngineError):
     """The kernel refused a network change."""
 
 
+def _iproute() -> IPRoute:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def _netlink_error() -> Any:
+    """pyroute2's NetlinkError, for ``except`` clauses (imported by then)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return NetlinkError
+
+
 class Links:
     """The engine's netlink handle on the host namespace."""
 
     def __init__(self) -> None:
-        self._ipr = IPRoute()
+        self._ipr = _iproute()
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -82,7 +101,7 @@ class Links:
                         "add", index=index, address=wanted[0], prefixlen=wanted[1]
                     )
                 self._ipr.link("set", index=index, state="up")
-            except NetlinkError as err:
+            except _netlink_error() as err:
                 raise NetworkError(
                     f"cannot set up bridge {name} with {cidr}: {os.strerror(err.code)}"
                 ) from err
@@ -96,7 +115,7 @@ class Links:
                 return
             try:
                 self._ipr.link("del", index=found[0])
-            except NetlinkError as err:
+            except _netlink_error() as err:
                 if err.code != errno.ENODEV:
                     raise NetworkError(
                         f"cannot delete {name}: {os.strerror(err.code)}"
@@ -117,7 +136,7 @@ class Links:
                     state="up",
                     peer={"ifname": peer_name, "net_ns_fd": fd, "address": mac},
                 )
-        except NetlinkError as err:
+        except _netlink_error() as err:
             raise NetworkError(
                 f"cannot create veth {host_name}: {os.strerror(err.code)}"
             ) from err
@@ -152,7 +171,7 @@ def configure_endpoint(
 ) -> None:
     """Inside the container's namespace (see ``netns.inside``): address,
     link up, default route; ``lo`` brings the loopback up too."""
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         if lo:
             ipr.link("set", index=1, state="up")
         index = ipr.link_lookup(ifname=ifname)[0]
@@ -164,13 +183,13 @@ def configure_endpoint(
 
 def loopback_up() -> None:
     """Inside a namespace: bring ``lo`` up (``--network none``)."""
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         ipr.link("set", index=1, state="up")
 
 
 def interface_names() -> set[str]:
     """Inside a namespace: the names of its links."""
-    with IPRoute() as ipr:
+    with _iproute() as ipr:
         return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
 
 

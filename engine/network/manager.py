@@ -320,30 +320,53 @@ class NetworkManager(Component):
         # switches are per thread: all netlink work runs on this one thread,
         # which is back in the host namespace after every task.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dockyard-net")
+        self._up: asyncio.Task[None] | None = None
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
+        """``func`` on the network thread, once the bridges are up."""
+        await self.ready()
+        return await self._exec(func, *args)
+
+    async def _exec(self, func: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, func, *args)
+
+    async def ready(self) -> None:
+        """Wait for ``start``'s bring-up (done at once after it finished)."""
+        if self._up is not None and not self._up.done():
+            await asyncio.shield(self._up)
 
     # -- component lifecycle --
 
     async def start(self) -> None:
+        """Load the records; bring bridges and the firewall up in the background.
+
+        The engine answers meanwhile: every operation that needs the kernel
+        side goes through ``_run`` or ``_check_usable``, which wait for the
+        bring-up. pyroute2's import alone is about a second of a machine's
+        start under emulation.
+        """
         self._dir.mkdir(parents=True, exist_ok=True)
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._load_networks()
         self._load_sandboxes()
+        self._up = asyncio.get_running_loop().create_task(self._bring_up_all())
+
+    async def _bring_up_all(self) -> None:
         try:
-            self.links = await self._run(bridge.Links)
+            self.links = await self._exec(bridge.Links)
             for net in self.networks.values():
                 if net.driver == "bridge":
-                    await self._run(self._bring_up, net)
+                    await self._exec(self._bring_up, net)
             enable_forwarding()
-            await self._run(self._apply_firewall)
-        except (OSError, EngineError) as err:
+            await self._exec(self._apply_firewall)
+        except Exception as err:
             self.broken = f"container networking is unavailable: {err}"
-            log.error("%s", self.broken)
+            expected = isinstance(err, (OSError, EngineError))
+            log.error("%s", self.broken, exc_info=not expected)
 
     async def stop(self) -> None:
+        await self.ready()
         for sandbox in self.sandboxes.values():
             self._close_proxies(sandbox)
         if self.links is None:
@@ -568,7 +591,7 @@ class NetworkManager(Component):
         name, overlapping subnet) and Unsupported (drivers other than bridge,
         IPv6).
         """
-        self._check_usable()
+        await self._check_usable()
         name = body.get("Name") or ""
         if not isinstance(name, str) or not name:
             raise InvalidParameter("network name is required")
@@ -706,6 +729,7 @@ class NetworkManager(Component):
             raise Forbidden(
                 f"error while removing network: network {net.name} id {net.id} has active endpoints"
             )
+        await self.ready()
         self.networks.pop(net.id, None)
         with contextlib.suppress(FileNotFoundError):
             (self._dir / f"{net.id}.json").unlink()
@@ -735,7 +759,8 @@ class NetworkManager(Component):
             removed.append(net.name)
         return removed
 
-    def _check_usable(self) -> None:
+    async def _check_usable(self) -> None:
+        await self.ready()
         if self.broken:
             raise EngineError(self.broken)
 
@@ -889,7 +914,7 @@ class NetworkManager(Component):
             return other_box.netns or None
 
         if mode != "none":
-            self._check_usable()
+            await self._check_usable()
         path = self._netns_dir / c.id
         sandbox = Sandbox(
             c.id, _name(c), "none" if mode == "none" else "bridge", _new_id()
@@ -1362,7 +1387,7 @@ class NetworkManager(Component):
         Raises NotFound, Forbidden (host/none/container modes, already
         attached), InvalidParameter (bad address).
         """
-        self._check_usable()
+        await self._check_usable()
         net = self.get(network)
         settings = _settings(c)
         mode = network_mode(_hc(c))
@@ -1434,6 +1459,7 @@ class NetworkManager(Component):
                 if net.name == "host"
                 else "container cannot be disconnected from none network"
             )
+        await self.ready()
         sandbox = self.sandboxes.get(c.id)
         endpoint = sandbox.endpoints.pop(net.id, None) if sandbox else None
         if sandbox is not None and endpoint is not None:

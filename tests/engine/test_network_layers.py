@@ -5,6 +5,7 @@ each test creates and removes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -389,9 +390,15 @@ class _Container:
         self.network_settings: dict[str, Any] | None = None
 
 
-@pytest.fixture
-def manager() -> Iterator[tuple[NetworkManager, Path]]:
-    need_root()
+@contextlib.contextmanager
+def _managed(
+    wait: bool = True,
+) -> Iterator[tuple[NetworkManager, Path, asyncio.AbstractEventLoop]]:
+    """A started NetworkManager on its own bridge, its root and its loop.
+
+    ``wait``: return once the bridges are up (``ready()``), not as soon as
+    ``start()`` has handed that to the background.
+    """
     number = next(_numbers)
     root = Path(tempfile.mkdtemp(prefix="dynetm-"))
     config = Config(
@@ -411,8 +418,10 @@ def manager() -> Iterator[tuple[NetworkManager, Path]]:
     loop = asyncio.new_event_loop()
     nm = NetworkManager(daemon)
     loop.run_until_complete(nm.start())
+    if wait:
+        loop.run_until_complete(nm.ready())
     try:
-        yield nm, root
+        yield nm, root, loop
     finally:
         for cid in list(nm.sandboxes):
             stub = _Container(cid, "", {}, root)
@@ -426,6 +435,28 @@ def manager() -> Iterator[tuple[NetworkManager, Path]]:
         ["nft", "list", "tables"], capture_output=True, text=True
     ).stdout
     assert f"dockyard_dyu{number}" not in tables
+
+
+@pytest.fixture
+def manager() -> Iterator[tuple[NetworkManager, Path]]:
+    need_root()
+    with _managed() as (nm, root, _):
+        yield nm, root
+
+
+def test_operations_wait_for_the_background_bring_up() -> None:
+    need_root()
+    with _managed(wait=False) as (nm, root, loop):
+        # start() returned before the kernel side is up: the engine answers
+        # meanwhile, and a container's setup waits for the bridge.
+        assert nm.links is None
+        c = _Container("d" * 64, "/early", {"NetworkMode": "default"}, root / "c")
+        nm.validate(c.host_config, c.config)
+        c.network_settings = nm.initial_settings(c.host_config)
+        path = loop.run_until_complete(nm.setup(c))
+        assert nm.links is not None
+        assert path is not None and netns.is_pinned(Path(path))
+        loop.run_until_complete(nm.teardown(c))
 
 
 def test_manager_sandbox_lifecycle(manager: tuple[NetworkManager, Path]) -> None:
