@@ -548,11 +548,14 @@ class Machine:
                     f"set -e; cd {GUEST_ENGINE_DIR}; rm -rf new old; "
                     "/usr/bin/python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "
                     f"incoming.whl new; echo {shlex.quote(version)} > new/VERSION; "
+                    # The engine running now, if any: read before the move,
+                    # after which the init may start the new one by itself.
+                    "old=$(cat /run/dockyard/engine.pid 2>/dev/null || true); "
                     "if [ -d current ]; then mv current old; fi; mv new current; rm -rf old incoming.whl; "
                     # dockyard-init stops an older engine and runs the new
                     # one at once; the wait keeps the pings below from
                     # reaching the old one while it shuts down.
-                    "old=$(cat /run/dockyard/engine.pid 2>/dev/null || true); kill -HUP 1; "
+                    "kill -HUP 1; "
                     'n=0; while [ -n "$old" ] && kill -0 $old 2>/dev/null && [ $n -lt 300 ]; '
                     "do sleep 0.1; n=$((n+1)); done",
                 )

@@ -368,6 +368,39 @@ def test_stop_and_start_keep_images(vm: VM) -> None:
     assert BUSYBOX_REF in images
 
 
+def _guest(vm: VM, command: str) -> str:
+    out = subprocess.run(
+        [*vm.machine.ssh_command(), command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_engine_upgrade_replaces_the_engine_started_at_boot(vm: VM) -> None:
+    """As after a Dockyard upgrade: the guest boots its older engine first."""
+    from desktop.machine import bundle
+
+    machine = vm.machine
+    _guest(vm, "echo 0.0.1+older > /mnt/data/engine/current/VERSION")
+    installs = machine.log_path.read_text().count("[engine] installing engine")
+    machine.restart()
+    assert machine.log_path.read_text().count("[engine] installing engine") == (
+        installs + 1
+    )
+    version = bundle.engine_version()
+    init_log = _guest(vm, "cat /run/dockyard-init.log")
+    assert f"engine {version} installed" in init_log
+    # The boot's engine was stopped and the new one started once, at once.
+    assert init_log.count("started engine") == 2
+    pid = _guest(vm, "cat /run/dockyard/engine.pid").strip()
+    assert "engine.main" in _guest(vm, f"tr '\\0' ' ' < /proc/{pid}/cmdline")
+    assert _guest(vm, "cat /mnt/data/engine/current/VERSION").strip() == version
+    assert vm.docker("version", "--format", "{{.Server.Os}}").stdout.strip() == "linux"
+
+
 def test_crashed_vm_is_reported_and_starts_again(vm: VM) -> None:
     machine = vm.machine
     QemuBackend().kill(machine.dirs)  # the VM dies behind the machine's back
