@@ -58,7 +58,7 @@ async def version(req: Request) -> Response:
         "Os": "linux",
         "DockyardVersion": __version__,
     }
-    runtime = req.app.containers.runtime_name
+    components = await req.app.containers.runtime.components()
     return json_response(
         {
             "Platform": {"Name": f"Dockyard Engine {__version__}"},
@@ -68,8 +68,7 @@ async def version(req: Request) -> Response:
                     "Version": DOCKER_COMPAT_VERSION,
                     "Details": details,
                 },
-                {"Name": runtime, "Version": "", "Details": {}},
-                {"Name": "conmon", "Version": "", "Details": {}},
+                *components,
             ],
             "Version": DOCKER_COMPAT_VERSION,
             "ApiVersion": API_VERSION,

@@ -105,6 +105,27 @@ def probe_runtime(wanted: str | None) -> tuple[str, str, str]:
     raise EngineError("no OCI runtime found: install crun or runc")
 
 
+def component_version(name: str, path: str) -> dict[str, object]:
+    """``NAME version X`` and ``commit: Y`` from ``path --version``, as dockerd
+    lists runc; an empty version when the binary cannot tell.
+    """
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("cannot read the version of %s: %s", path, err)
+        out = ""
+    version = re.search(r"^\S+ version (\S+)", out, re.MULTILINE)
+    commit = re.search(r"^commit: (\S+)", out, re.MULTILINE)
+    details = {"GitCommit": commit.group(1)} if commit else {}
+    return {
+        "Name": name,
+        "Version": version.group(1) if version else "",
+        "Details": details,
+    }
+
+
 class Runtime:
     """One OCI runtime binary with its state directory, and conmon."""
 
@@ -118,6 +139,20 @@ class Runtime:
         self.conmon = shutil.which(CONMON) or "/usr/bin/conmon"
         for d in (self.root, self.exits, self.sockets):
             d.mkdir(parents=True, exist_ok=True)
+        self._components: list[dict[str, object]] | None = None
+
+    async def components(self) -> list[dict[str, object]]:
+        """The runtime and conmon as ``/version`` lists its components.
+
+        ``{"Name": "crun", "Version": "1.8.1", "Details": {"GitCommit": ...}}``,
+        read from each binary's ``--version`` once, at the first call.
+        """
+        if self._components is None:
+            self._components = [
+                await asyncio.to_thread(component_version, self.name, self.path),
+                await asyncio.to_thread(component_version, CONMON, self.conmon),
+            ]
+        return self._components
 
     @property
     def base_args(self) -> list[str]:

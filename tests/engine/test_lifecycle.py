@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -224,5 +225,13 @@ def test_runtime_choice_is_logged(engine: EngineProcess) -> None:
     version = engine.docker(
         "version", "--format", "{{json .Server.Components}}", check=True
     )
-    names = [c["Name"] for c in json.loads(version.stdout)]
-    assert "runc" in names or "crun" in names
+    components = {c["Name"]: c for c in json.loads(version.stdout)}
+    runtime = "crun" if "crun" in components else "runc"
+    assert runtime in line
+    # Versions as the binaries report them, like dockerd's runc entry.
+    for name in (runtime, "conmon"):
+        first = subprocess.run(
+            [name, "--version"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[0]
+        assert first == f"{name} version {components[name]['Version']}"
+        assert components[name]["Details"].get("GitCommit")
