@@ -108,6 +108,7 @@ async def info(req: Request) -> Response:
     config = daemon.config
     counts = daemon.containers.counts()
     runtime = daemon.containers.runtime_name
+    runtime_info, _ = await daemon.containers.runtime.components()
     cgroup_version = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
     return json_response(
         {
@@ -182,7 +183,8 @@ async def info(req: Request) -> Response:
             "Isolation": "",
             "InitBinary": "",
             "ContainerdCommit": {"ID": ""},
-            "RuncCommit": {"ID": ""},
+            # `docker info` prints it as "runc version", whichever runtime.
+            "RuncCommit": {"ID": str(runtime_info["Details"].get("GitCommit", ""))},
             "InitCommit": {"ID": ""},
             # Dockyard's seccomp profile is a deny list (see containers/spec.py).
             "SecurityOptions": ["name=seccomp,profile=dockyard-denylist"],

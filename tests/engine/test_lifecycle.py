@@ -235,3 +235,6 @@ def test_runtime_choice_is_logged(engine: EngineProcess) -> None:
         ).stdout.splitlines()[0]
         assert first == f"{name} version {components[name]['Version']}"
         assert components[name]["Details"].get("GitCommit")
+    # `docker info` prints the default runtime's commit as "runc version".
+    commit = engine.docker("info", "--format", "{{.RuncCommit.ID}}", check=True)
+    assert commit.stdout.strip() == components[runtime]["Details"]["GitCommit"]
