@@ -108,7 +108,9 @@ async def info(req: Request) -> Response:
     config = daemon.config
     counts = daemon.containers.counts()
     runtime = daemon.containers.runtime_name
-    runtime_info, _ = await daemon.containers.runtime.components()
+    components = await daemon.containers.runtime.components()
+    runtime_info = components[0]
+    init_info = next((c for c in components if c["Name"] == "docker-init"), None)
     cgroup_version = "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
     return json_response(
         {
@@ -181,11 +183,12 @@ async def info(req: Request) -> Response:
             },
             "LiveRestoreEnabled": True,
             "Isolation": "",
-            "InitBinary": "",
+            "InitBinary": "docker-init" if init_info else "",
             "ContainerdCommit": {"ID": ""},
             # `docker info` prints it as "runc version", whichever runtime.
             "RuncCommit": {"ID": str(runtime_info["Details"].get("GitCommit", ""))},
-            "InitCommit": {"ID": ""},
+            # tini prints no commit: its version stands in for one.
+            "InitCommit": {"ID": str(init_info["Version"]) if init_info else ""},
             # Dockyard's seccomp profile is a deny list (see containers/spec.py).
             "SecurityOptions": ["name=seccomp,profile=dockyard-denylist"],
             "Warnings": None,

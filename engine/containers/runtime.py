@@ -29,6 +29,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.containers.spec import init_binary
 from engine.containers.validate import log_size_max
 from engine.errors import Conflict, EngineError, InvalidParameter
 
@@ -142,15 +143,20 @@ class Runtime:
         self._components: list[dict[str, object]] | None = None
 
     async def components(self) -> list[dict[str, object]]:
-        """The runtime and conmon as ``/version`` lists its components.
+        """The runtime, conmon and docker-init as ``/version`` lists components.
 
         ``{"Name": "crun", "Version": "1.8.1", "Details": {"GitCommit": ...}}``,
-        read from each binary's ``--version`` once, at the first call.
+        read from each binary's ``--version`` once, at the first call; the
+        runtime first, docker-init (tini, for ``--init``) only when installed.
         """
         if self._components is None:
+            binaries = [(self.name, self.path), (CONMON, self.conmon)]
+            tini = init_binary()
+            if tini:
+                binaries.append(("docker-init", tini))
             self._components = [
-                await asyncio.to_thread(component_version, self.name, self.path),
-                await asyncio.to_thread(component_version, CONMON, self.conmon),
+                await asyncio.to_thread(component_version, name, path)
+                for name, path in binaries
             ]
         return self._components
 

@@ -748,10 +748,36 @@ def test_df_counts_top_level_images(dy: EngineProcess, ctx: Path) -> None:
         dy.docker("rmi", "dockyard-test/dfbuilt")
 
 
+def tty_sh(engine: EngineProcess, command: str) -> subprocess.CompletedProcess[str]:
+    """``sh`` for ``script`` runs, with the shell's stdin held open until it ends.
+
+    At its stdin's EOF script ends the pty's input, the CLI then closes its
+    side of the stream, and a TTY session ends there with output still on
+    its way (dockerd does the same: moby's CopyStreams closes stdout when a
+    TTY's stdin closes). A user's terminal does not end its input.
+    """
+    proc = subprocess.Popen(
+        ["bash", "-c", command],
+        env=engine.env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin and proc.stdout and proc.stderr
+    try:
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(120)
+    finally:
+        proc.stdin.close()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 @pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux script")
 def test_terminals(dy: EngineProcess) -> None:
     """run -it and exec -it under a pty (script), with the size the pty has."""
-    run = sh(
+    run = tty_sh(
         dy,
         f'script -qec "stty rows 40 cols 120; docker run -it --rm {BUSYBOX} '
         "sh -c 'stty size; exit 0'\" /dev/null",
@@ -770,14 +796,15 @@ def test_terminals(dy: EngineProcess) -> None:
         "while :; do sleep 1; done",
     )
     try:
-        exec_it = sh(
+        exec_it = tty_sh(
             dy,
             'script -qec "stty rows 40 cols 120; docker exec -it ttyc '
             "sh -c 'stty size'\" /dev/null",
         )
         assert "40 120" in expect(exec_it, 0, dy).stdout
-        plain = sh(
-            dy, "script -qec \"docker exec -it ttyc sh -c 'stty size'\" /dev/null"
+        plain = tty_sh(
+            dy,
+            "script -qec \"docker exec -it ttyc sh -c 'stty size'\" /dev/null",
         )
         expect(plain, 0, dy)
     finally:

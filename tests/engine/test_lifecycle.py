@@ -238,3 +238,12 @@ def test_runtime_choice_is_logged(engine: EngineProcess) -> None:
     # `docker info` prints the default runtime's commit as "runc version".
     commit = engine.docker("info", "--format", "{{.RuncCommit.ID}}", check=True)
     assert commit.stdout.strip() == components[runtime]["Details"]["GitCommit"]
+    # --init's tini (scripts/install.sh installs it) as docker-init.
+    tini = subprocess.run(
+        ["tini", "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[2]
+    assert components["docker-init"]["Version"] == tini
+    init = engine.docker(
+        "info", "--format", "{{.InitBinary}} {{.InitCommit.ID}}", check=True
+    )
+    assert init.stdout.strip() == f"docker-init {tini}"
