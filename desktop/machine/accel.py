@@ -9,7 +9,7 @@ about a second when the accelerator works::
 
     accel.candidates()                        # ["kvm"] on Linux with /dev/kvm
     accel.probe("kvm", kernel, timeout=6.0)   # True only if the kernel ran
-    accel.choose(kernel, cache)               # "kvm", "hvf", "whpx" or "tcg"
+    accel.choose(candidates, probe, cache, kernel)  # "kvm", "hvf", "whpx" or "tcg"
 
 The platform's own checks live in sibling modules (``accel_linux``,
 ``accel_macos``, ``accel_windows``); this module runs the shared QEMU boot
@@ -181,34 +181,32 @@ def cache_key(backend: str, kernel: Path) -> str:
 
 
 def choose(
-    kernel: Path,
+    candidates: Callable[[], list[str]],
+    probe: Callable[[str], bool],
     cache: Path,
+    kernel: Path,
     backend: str = "qemu",
-    platform: str | None = None,
-    timeout: float = PROBE_TIMEOUT,
-    boot: Boot | None = None,
+    fallback: str = "tcg",
 ) -> str:
-    """The best accelerator that boots ``kernel`` here, else ``tcg``; cached.
+    """The first of ``candidates()`` that ``probe`` proves, else ``tcg``; cached.
 
-    ``DOCKYARD_ACCEL`` wins. The answer is kept in ``cache`` with a key of
-    the host's kernel release and the guest kernel's size. ``boot`` is
-    passed to ``probe``.
+    ``DOCKYARD_ACCEL`` wins, before the candidates are even listed; with
+    none, ``fallback`` (a backend that picks its own says "native"). The
+    answer is kept in ``cache`` under ``cache_key(backend, kernel)``: a
+    failing probe costs its whole timeout.
     """
     forced = os.environ.get("DOCKYARD_ACCEL")
     if forced:
         return forced
-    found = candidates(platform)
+    found = candidates()
     if not found:
-        return "tcg"
+        return fallback
     key = cache_key(backend, kernel)
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         cached = json.loads(cache.read_text())
         if cached.get("key") == key:
             return str(cached["accelerator"])
-    chosen = next(
-        (name for name in found if probe(name, kernel, timeout, platform, boot)),
-        "tcg",
-    )
+    chosen = next((name for name in found if probe(name)), "tcg")
     log.info("accelerator: %s (probed %s)", chosen, ", ".join(found))
     tmp = cache.with_name(cache.name + ".tmp")
     tmp.write_text(json.dumps({"key": key, "accelerator": chosen}) + "\n")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import platformdirs
 
-from desktop.machine import api_listener, contexts, contexts_tls, ssh
+from desktop.machine import accel, api_listener, contexts, contexts_tls, ssh
 from desktop.machine.backend import Backend, VMConfig, get_backend
 from desktop.machine.errors import (
     AcceleratorError,
@@ -162,13 +162,6 @@ class MachineManager:
 
     def accelerator(self, backend: Backend, config: VMConfig) -> str:
         """The best accelerator that really boots a kernel here, cached per host."""
-        forced = os.environ.get("DOCKYARD_ACCEL")
-        if forced:
-            return forced
-        candidates = backend.accelerators()
-        if not candidates:
-            # VirtualBox and Hyper-V pick their own; QEMU without /dev/kvm.
-            return "tcg" if backend.name == "qemu" else "native"
         # Kept beside the image cache when possible: every DOCKYARD_HOME on
         # this host shares the answer (the probe costs ~6 s where it fails).
         shared = config.kernel.parent.parent
@@ -177,20 +170,15 @@ class MachineManager:
             if os.access(shared, os.W_OK)
             else self.home / "accelerator.json"
         )
-        key = f"{backend.name} {os.uname().release} {config.kernel.stat().st_size}"
-        try:
-            cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                return str(cached["accelerator"])
-        except (OSError, ValueError):
-            pass
-        chosen = "tcg"
-        for accel in candidates:
-            if backend.probe(accel, config, timeout=6.0):
-                chosen = accel
-                break
-        cache.write_text(json.dumps({"key": key, "accelerator": chosen}) + "\n")
-        return chosen
+        return accel.choose(
+            backend.accelerators,
+            lambda name: backend.probe(name, config, timeout=accel.PROBE_TIMEOUT),
+            cache,
+            config.kernel,
+            backend.name,
+            # VirtualBox and Hyper-V pick their own; QEMU without one: TCG.
+            fallback="tcg" if backend.name == "qemu" else "native",
+        )
 
 
 class Machine:

@@ -150,6 +150,16 @@ def test_windows_whpx_feature_check_and_boot() -> None:
 # -- choosing and caching --------------------------------------------------------
 
 
+def choose_on(platform: str, kernel: Path, cache: Path, boot: accel.Boot) -> str:
+    """``accel.choose`` as the QEMU backend calls it, for another platform."""
+    return accel.choose(
+        lambda: accel.candidates(platform),
+        lambda name: accel.probe(name, kernel, 6.0, platform, boot),
+        cache,
+        kernel,
+    )
+
+
 def test_choose_probes_once_and_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,22 +176,22 @@ def test_choose_probes_once_and_caches(
 
     monkeypatch.setattr(accel_macos, "candidates", lambda: ["hvf"])
 
-    assert accel.choose(kernel, cache, platform="darwin", boot=boot) == "hvf"
-    assert accel.choose(kernel, cache, platform="darwin", boot=boot) == "hvf"
+    assert choose_on("darwin", kernel, cache, boot) == "hvf"
+    assert choose_on("darwin", kernel, cache, boot) == "hvf"
     assert probes == ["hvf"]
     saved = json.loads(cache.read_text())
     # The key the machine manager has always written: old caches stay valid.
     assert saved == {"key": f"qemu {os.uname().release} 100", "accelerator": "hvf"}
 
     kernel.write_bytes(b"k" * 101)  # a new guest kernel: probe again
-    assert accel.choose(kernel, cache, platform="darwin", boot=boot) == "hvf"
+    assert choose_on("darwin", kernel, cache, boot) == "hvf"
     assert probes == ["hvf", "hvf"]
 
     monkeypatch.setenv("DOCKYARD_ACCEL", "tcg")
-    assert accel.choose(kernel, cache, platform="darwin", boot=boot) == "tcg"
+    assert choose_on("darwin", kernel, cache, boot) == "tcg"
     monkeypatch.delenv("DOCKYARD_ACCEL")
     monkeypatch.setattr(accel_macos, "candidates", lambda: [])
-    assert accel.choose(kernel, cache, platform="darwin", boot=boot) == "tcg"
+    assert choose_on("darwin", kernel, cache, boot) == "tcg"
 
 
 def test_a_failed_probe_means_tcg(
@@ -193,9 +203,7 @@ def test_a_failed_probe_means_tcg(
     kernel.write_bytes(b"k")
     monkeypatch.setattr(accel_windows, "candidates", lambda: ["whpx"])
     refused = Recorder(False)
-    chosen = accel.choose(
-        kernel, tmp_path / "a.json", platform="win32", boot=refused.boot
-    )
+    chosen = choose_on("win32", kernel, tmp_path / "a.json", refused.boot)
     assert chosen == "tcg"
     assert refused.calls[0][0][1:3] == ["-accel", "whpx,kernel-irqchip=off"]
     assert accel.platform_module("linux") is accel_linux
