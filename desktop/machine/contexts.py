@@ -22,8 +22,16 @@ def docker_config_dir() -> Path:
 
 
 def context_dir(name: str) -> Path:
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    return docker_config_dir() / "contexts" / "meta" / digest
+    return docker_config_dir() / "contexts" / "meta" / _digest(name)
+
+
+def tls_dir(name: str) -> Path:
+    """Where the CLI keeps the TLS files of context ``name`` (see contexts_tls)."""
+    return docker_config_dir() / "contexts" / "tls" / _digest(name)
+
+
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def write_context(name: str, host: str, machine: str) -> Path:
@@ -43,6 +51,4 @@ def write_context(name: str, host: str, machine: str) -> Path:
 
 def remove_context(name: str) -> None:
     shutil.rmtree(context_dir(name), ignore_errors=True)
-    # A TLS context's client files (contexts_tls) live beside the metadata.
-    tls = docker_config_dir() / "contexts" / "tls" / context_dir(name).name
-    shutil.rmtree(tls, ignore_errors=True)
+    shutil.rmtree(tls_dir(name), ignore_errors=True)

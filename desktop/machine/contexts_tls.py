@@ -27,19 +27,13 @@ from desktop.machine.api_listener import Endpoint
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
 
-def tls_dir(name: str) -> Path:
-    """Where the CLI looks for the TLS files of context ``name``."""
-    digest = contexts.context_dir(name).name
-    return contexts.docker_config_dir() / "contexts" / "tls" / digest
-
-
 def write_tls_context(name: str, host: str, cert_path: Path, machine: str) -> Path:
     """Create or update ``name`` for ``host`` with the client files in ``cert_path``.
 
     Raises ``OSError`` when a file cannot be read or written.
     """
     material = {f: (cert_path / f).read_bytes() for f in TLS_FILES}
-    folder = tls_dir(name) / "docker"
+    folder = contexts.tls_dir(name) / "docker"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     for part in (folder.parent.parent, folder.parent, folder):
         os.chmod(part, 0o700)
@@ -70,7 +64,7 @@ def write_endpoint_context(name: str, endpoint: Endpoint, machine: str) -> Path:
 
 def remove_tls(name: str) -> None:
     """Drop the context's TLS files (a context that moved off TLS keeps none)."""
-    shutil.rmtree(tls_dir(name), ignore_errors=True)
+    shutil.rmtree(contexts.tls_dir(name), ignore_errors=True)
 
 
 def write_machine_context(

@@ -89,7 +89,7 @@ def test_tls_context_matches_what_the_cli_writes(config: Path, tmp_path: Path) -
     contexts_tls.write_endpoint_context(
         "dockyard-dev", Endpoint("unix", "unix:///x/docker.sock"), "dev"
     )
-    assert not contexts_tls.tls_dir("dockyard-dev").exists()
+    assert not contexts.tls_dir("dockyard-dev").exists()
 
     # No api.json (a forwarder from before): the unix socket.
     written = contexts_tls.write_machine_context(
