@@ -139,20 +139,21 @@ def test_docker_version_through_the_forwarded_socket(
     assert version["Server"]["Os"] == "linux"
 
 
-def test_ssh_runs_in_the_guest_with_the_pinned_key(vm: VM) -> None:
-    argv = vm.machine.ssh_command()
-    assert "StrictHostKeyChecking=yes" in argv
+def _guest(vm: VM, command: str) -> str:
     out = subprocess.run(
-        [
-            *argv,
-            "cat /proc/1/cmdline; echo; echo $HOME; command -v python3",
-        ],
+        [*vm.machine.ssh_command(), command],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    init, home, python = out.stdout.splitlines()
+    return out.stdout
+
+
+def test_ssh_runs_in_the_guest_with_the_pinned_key(vm: VM) -> None:
+    assert "StrictHostKeyChecking=yes" in vm.machine.ssh_command()
+    out = _guest(vm, "cat /proc/1/cmdline; echo; echo $HOME; command -v python3")
+    init, home, python = out.splitlines()
     assert "dockyard-init" in init
     # Not /root: a host user who is root shares /root at its own path, and
     # its dot files would then set up every SSH command's shell.
@@ -366,17 +367,6 @@ def test_stop_and_start_keep_images(vm: VM) -> None:
     machine.start()
     images = vm.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
     assert BUSYBOX_REF in images
-
-
-def _guest(vm: VM, command: str) -> str:
-    out = subprocess.run(
-        [*vm.machine.ssh_command(), command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def test_engine_upgrade_replaces_the_engine_started_at_boot(vm: VM) -> None:
